@@ -1,0 +1,414 @@
+"""The :class:`Comparison` of an old and a new model, and :func:`compare`, which builds it.
+
+A comparison stores counts (per true class, per slice group, and the flip matrix) and,
+optionally, the per-instance outcomes. Every rate is derived from the counts on demand, so a
+comparison built from streamed counts (:mod:`flipless.metrics.streaming`) or read back from
+JSON (:mod:`flipless.metrics.schema`) gives exactly the same numbers as the one-shot function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from flipless.errors import InputError, MismatchError
+from flipless.metrics.counts import FlipCounts
+from flipless.metrics.outcomes import (
+    NUM_OUTCOMES,
+    group_outcomes,
+    negative_flip_mask,
+    positive_flip_mask,
+    tally,
+)
+from flipless.metrics.outputs import read_model_outputs
+from flipless.metrics.significance import Significance, significance
+from flipless.validation import check_same_length, first_few, to_group_labels
+
+#: Per-group columns of :meth:`Comparison.per_class` and :meth:`Comparison.per_slice`.
+GROUP_RATES = (
+    "accuracy_old",
+    "accuracy_new",
+    "negative_flip_rate",
+    "positive_flip_rate",
+    "backward_trust_compatibility",
+    "backward_error_compatibility",
+)
+
+
+@dataclass(frozen=True, eq=False)
+class SliceTable:
+    """Outcome counts per group of one slice column: ``outcomes[g]`` counts group ``groups[g]``."""
+
+    name: str
+    groups: tuple[Any, ...]
+    outcomes: np.ndarray
+
+    def counts(self, group: Any) -> FlipCounts:
+        """The flip counts of one group."""
+        if group not in self.groups:
+            raise InputError(
+                f"Slice {self.name!r} has no group {group!r}; its groups are "
+                f"{first_few(list(self.groups))}."
+            )
+        return FlipCounts.from_outcomes(self.outcomes[self.groups.index(group)])
+
+
+@dataclass(frozen=True, eq=False)
+class Instances:
+    """Per-sample outcomes, aligned by row: what each model said and whether it flipped."""
+
+    ids: np.ndarray
+    labels: np.ndarray
+    old_pred: np.ndarray
+    new_pred: np.ndarray
+    codes: np.ndarray
+    old_confidence: np.ndarray | None = None
+    new_confidence: np.ndarray | None = None
+
+    @property
+    def negative_flip(self) -> np.ndarray:
+        return negative_flip_mask(self.codes)
+
+    @property
+    def positive_flip(self) -> np.ndarray:
+        return positive_flip_mask(self.codes)
+
+    @property
+    def old_correct(self) -> np.ndarray:
+        return (self.codes & 1).astype(bool)
+
+    @property
+    def new_correct(self) -> np.ndarray:
+        return (self.codes & 2).astype(bool)
+
+
+def outcome_frame(outcomes: np.ndarray, index: pd.Index) -> pd.DataFrame:
+    """Counts and rates per group from a [G, 8] outcome table.
+
+    ``share_of_negative_flips`` is the group's part of all negative flips (sums to 1).
+    """
+    rows = [FlipCounts.from_outcomes(row) for row in outcomes]
+    all_negative = sum(row.negative_flips for row in rows)
+    frame = pd.DataFrame(
+        {
+            "support": [row.total for row in rows],
+            "old_correct": [row.old_correct for row in rows],
+            "new_correct": [row.new_correct for row in rows],
+            "negative_flips": [row.negative_flips for row in rows],
+            "positive_flips": [row.positive_flips for row in rows],
+            **{name: [row.rate(name).value for row in rows] for name in GROUP_RATES},
+            "share_of_negative_flips": [
+                row.negative_flips / all_negative if all_negative else np.nan for row in rows
+            ],
+        },
+        index=index,
+    )
+    return frame
+
+
+@dataclass(frozen=True, eq=False)
+class Comparison:
+    """What an update from an old to a new model changed, counted over one evaluation set.
+
+    Attributes:
+        class_outcomes: [K, 8] counts of the outcome codes (see :mod:`~flipless.metrics.outcomes`)
+            per true class; everything dataset-level is their column sum.
+        flip_matrix: [K, K] counts of negative flips by (old answer, new answer).
+        class_names: optional names of the K classes.
+        top_k: correctness is "the true class is in the top k".
+        slices: outcome counts per group, for each slice column.
+        instances: per-sample outcomes, when kept.
+        confidence, n_bootstrap, seed: settings of :attr:`significance`.
+
+    The counts' rates are available directly: ``comparison.negative_flip_rate``,
+    ``comparison.backward_trust_compatibility``, ``comparison.rate("...")`` (with the reason
+    when undefined), ``comparison.negative_flips`` and so on (see :class:`FlipCounts`).
+    """
+
+    class_outcomes: np.ndarray
+    flip_matrix: np.ndarray
+    class_names: tuple[str, ...] | None = None
+    top_k: int = 1
+    slices: dict[str, SliceTable] = field(default_factory=dict)
+    instances: Instances | None = None
+    confidence: float = 0.95
+    n_bootstrap: int = 2000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        k = self.class_outcomes.shape[0]
+        if self.class_outcomes.shape != (k, NUM_OUTCOMES) or self.flip_matrix.shape != (k, k):
+            raise InputError(
+                f"Outcome table {self.class_outcomes.shape} and flip matrix "
+                f"{self.flip_matrix.shape} do not fit; expected ({k}, {NUM_OUTCOMES}) and ({k}, {k})."
+            )
+        if self.class_names is not None and len(self.class_names) != k:
+            raise MismatchError(
+                f"{len(self.class_names)} class names for {k} classes; expected one name per class."
+            )
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.class_outcomes.shape[0])
+
+    @cached_property
+    def counts(self) -> FlipCounts:
+        """Dataset-level counts: the column sums of :attr:`class_outcomes`."""
+        return FlipCounts.from_outcomes(self.class_outcomes.sum(axis=0))
+
+    def __getattr__(self, name: str) -> Any:
+        # Delegate counts and rates (negative_flip_rate, both_correct, rate(), …) to ``counts``.
+        if name.startswith("_") or name in ("counts", "class_outcomes"):
+            raise AttributeError(name)
+        try:
+            return getattr(self.counts, name)
+        except AttributeError:
+            raise AttributeError(
+                f"'Comparison' object has no attribute {name!r}"
+            ) from None
+
+    @cached_property
+    def significance(self) -> Significance:
+        """McNemar's test and seeded bootstrap intervals for NFR, the accuracy delta and more."""
+        return significance(
+            self.class_outcomes.sum(axis=0), self.confidence, self.n_bootstrap, self.seed
+        )
+
+    # Views -----------------------------------------------------------------------------------
+    def class_label(self, index: int) -> str:
+        """The name of class ``index`` (its number when no names were given)."""
+        return self.class_names[index] if self.class_names else str(index)
+
+    def per_class(self) -> pd.DataFrame:
+        """Counts and rates per true class (rates within the class; NaN where undefined)."""
+        index = pd.Index([self.class_label(k) for k in range(self.num_classes)], name="class")
+        return outcome_frame(self.class_outcomes, index)
+
+    def per_slice(self, name: str | None = None) -> pd.DataFrame:
+        """Counts and rates per group of one slice column, or of all of them (a two-level index)."""
+        if name is not None and name not in self.slices:
+            raise InputError(
+                f"No slice named {name!r}; this comparison has slices {sorted(self.slices)}."
+            )
+        names = [name] if name is not None else list(self.slices)
+        frames = []
+        for slice_name in names:
+            table = self.slices[slice_name]
+            index = pd.MultiIndex.from_tuples(
+                [(slice_name, group) for group in table.groups], names=["slice", "group"]
+            )
+            frames.append(outcome_frame(table.outcomes, index))
+        if not frames:
+            return outcome_frame(np.zeros((0, NUM_OUTCOMES), np.int64), pd.Index([], name="group"))
+        return pd.concat(frames)
+
+    def flip_matrix_frame(self) -> pd.DataFrame:
+        """The flip matrix with class labels: rows the old answer, columns the new answer."""
+        labels = [self.class_label(k) for k in range(self.num_classes)]
+        return pd.DataFrame(
+            self.flip_matrix,
+            index=pd.Index(labels, name="old answer"),
+            columns=pd.Index(labels, name="new answer"),
+        )
+
+    def _require_instances(self) -> Instances:
+        if self.instances is None:
+            raise InputError(
+                "This comparison keeps counts only (it was streamed, or built with "
+                "keep_instances=False); per-instance results need flipless.compare(...) on the "
+                "predictions."
+            )
+        return self.instances
+
+    def negative_flip_ids(self) -> np.ndarray:
+        """Ids of the samples the update broke (old right, new wrong), in input order."""
+        instances = self._require_instances()
+        return instances.ids[instances.negative_flip]
+
+    def positive_flip_ids(self) -> np.ndarray:
+        """Ids of the samples the update fixed (old wrong, new right), in input order."""
+        instances = self._require_instances()
+        return instances.ids[instances.positive_flip]
+
+    def instance_frame(self, which: str = "all") -> pd.DataFrame:
+        """Per-sample flags; ``which`` is 'all', 'negative_flips', 'positive_flips' or 'errors'."""
+        instances = self._require_instances()
+        masks = {
+            "all": None,
+            "negative_flips": instances.negative_flip,
+            "positive_flips": instances.positive_flip,
+            "errors": ~(instances.old_correct & instances.new_correct),
+        }
+        if which not in masks:
+            raise InputError(f"which={which!r}; expected one of {sorted(masks)}.")
+        columns: dict[str, np.ndarray] = {
+            "id": instances.ids,
+            "label": instances.labels,
+            "old_pred": instances.old_pred,
+            "new_pred": instances.new_pred,
+            "old_correct": instances.old_correct,
+            "new_correct": instances.new_correct,
+            "negative_flip": instances.negative_flip,
+            "positive_flip": instances.positive_flip,
+        }
+        if instances.old_confidence is not None:
+            columns["old_confidence"] = instances.old_confidence
+        if instances.new_confidence is not None:
+            columns["new_confidence"] = instances.new_confidence
+        frame = pd.DataFrame(columns)
+        if self.class_names:
+            for column in ("label", "old_pred", "new_pred"):
+                frame[column + "_name"] = np.asarray(self.class_names, dtype=object)[frame[column]]
+        mask = masks[which]
+        return frame if mask is None else frame[mask].reset_index(drop=True)
+
+    def top_regressions(self, n: int = 10) -> pd.DataFrame:
+        """The ``n`` negative flips to look at first: where the new model is most confident.
+
+        Without scores, the first ``n`` negative flips in input order.
+        """
+        frame = self.instance_frame("negative_flips")
+        if "new_confidence" in frame:
+            frame = frame.sort_values("new_confidence", ascending=False, kind="stable")
+        return frame.head(n).reset_index(drop=True)
+
+    def __rich__(self) -> Any:
+        from flipless.metrics.display import summary_table
+
+        return summary_table(self)
+
+
+def _slice_columns(slices: Any, size: int) -> dict[str, np.ndarray]:
+    if slices is None:
+        return {}
+    if isinstance(slices, pd.DataFrame):
+        slices = {str(column): slices[column] for column in slices.columns}
+    elif not isinstance(slices, Mapping):
+        slices = {"slice": slices}
+    columns = {}
+    for name, values in slices.items():
+        array = to_group_labels(values, f"slice {name!r}")
+        check_same_length({"labels": size, f"slice {name!r}": array.shape[0]})
+        columns[str(name)] = array
+    return columns
+
+
+def slice_table(name: str, values: np.ndarray, codes: np.ndarray) -> SliceTable:
+    """Count outcome codes per group of one slice column.
+
+    Groups are sorted (missing values last); groups of mixed types keep their order of appearance.
+    """
+    try:
+        group_index, groups = pd.factorize(pd.Series(values), sort=True, use_na_sentinel=False)
+    except TypeError:
+        group_index, groups = pd.factorize(pd.Series(values), use_na_sentinel=False)
+    python_groups = tuple(g.item() if isinstance(g, np.generic) else g for g in groups)
+    return SliceTable(name, python_groups, group_outcomes(codes, group_index, len(groups)))
+
+
+def _check_ids(ids: Any, size: int) -> np.ndarray:
+    array = to_group_labels(ids, "ids")
+    check_same_length({"labels": size, "ids": array.shape[0]})
+    duplicated = pd.unique(array[pd.Series(array).duplicated().to_numpy()])
+    if duplicated.shape[0]:
+        raise InputError(
+            f"{duplicated.shape[0]} id(s) occur more than once ({first_few(duplicated)}); "
+            "expected one row per sample id."
+        )
+    return array
+
+
+def _check_class_names(class_names: Any) -> tuple[str, ...] | None:
+    if class_names is None:
+        return None
+    names = tuple(str(name) for name in class_names)
+    if len(set(names)) != len(names):
+        raise InputError(f"class_names has duplicates {first_few(names)}; expected unique names.")
+    return names
+
+
+def compare(
+    old: Any,
+    new: Any,
+    labels: Any,
+    *,
+    ids: Any = None,
+    num_classes: int | None = None,
+    class_names: Any = None,
+    slices: Any = None,
+    top_k: int = 1,
+    keep_instances: bool = True,
+    confidence: float = 0.95,
+    n_bootstrap: int = 2000,
+    seed: int = 0,
+) -> Comparison:
+    """Compare an old and a new model on the same samples.
+
+    Args:
+        old, new: predicted class indices [N] or scores [N, C] (logits or probabilities);
+            numpy arrays, torch tensors on any device, or lists.
+        labels: true class indices [N].
+        ids: sample ids [N] (default: the row numbers); must be unique.
+        num_classes: K; default from ``class_names``, the scores' width, or the largest index.
+        class_names: names of the K classes.
+        slices: group labels per sample: one array, a mapping of name → array, or a DataFrame.
+        top_k: count a model correct when the true class is among its top k scores.
+        keep_instances: keep per-sample outcomes (flipped ids, instance tables).
+        confidence, n_bootstrap, seed: settings of the bootstrap intervals.
+
+    Returns:
+        A :class:`Comparison`; e.g. ``compare(old, new, y).negative_flip_rate``.
+    """
+    names = _check_class_names(class_names)
+    if names is not None and num_classes is not None and len(names) != num_classes:
+        raise MismatchError(
+            f"{len(names)} class names but num_classes={num_classes}; expected one name per class."
+        )
+    old_out, new_out, label_array, k = read_model_outputs(
+        old, new, labels, num_classes if num_classes is not None else (len(names) if names else None)
+    )
+    size = check_same_length(
+        {"old": old_out.predicted.shape[0], "new": new_out.predicted.shape[0],
+         "labels": label_array.shape[0]}
+    )
+    if int(top_k) != top_k or not 1 <= top_k < k:
+        raise InputError(f"top_k={top_k!r}; expected an integer from 1 to {k - 1} for {k} classes.")
+    old_correct = new_correct = None
+    if top_k > 1:
+        old_correct = old_out.top_k_correct(label_array, top_k)
+        new_correct = new_out.top_k_correct(label_array, top_k)
+    codes, class_outcomes, flip_matrix = tally(
+        old_out.predicted, new_out.predicted, label_array, k, old_correct, new_correct
+    )
+    slice_tables = {
+        name: slice_table(name, values, codes)
+        for name, values in _slice_columns(slices, size).items()
+    }
+    instances = None
+    if keep_instances:
+        instances = Instances(
+            ids=np.arange(size) if ids is None else _check_ids(ids, size),
+            labels=label_array,
+            old_pred=old_out.predicted,
+            new_pred=new_out.predicted,
+            codes=codes,
+            old_confidence=old_out.confidence(),
+            new_confidence=new_out.confidence(),
+        )
+    return Comparison(
+        class_outcomes=class_outcomes,
+        flip_matrix=flip_matrix,
+        class_names=names,
+        top_k=int(top_k),
+        slices=slice_tables,
+        instances=instances,
+        confidence=confidence,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+    )
+
