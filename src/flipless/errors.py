@@ -29,4 +29,3 @@ class MissingExtraError(FliplessError, ImportError):
 
 class FliplessWarning(UserWarning):
     """A result is valid but may not be what the user meant."""
-

@@ -9,7 +9,7 @@ JSON (:mod:`flipless.metrics.schema`) gives exactly the same numbers as the one-
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
@@ -25,7 +25,7 @@ from flipless.metrics.outcomes import (
     positive_flip_mask,
     tally,
 )
-from flipless.metrics.outputs import read_model_outputs
+from flipless.metrics.outputs import correctness, read_outputs
 from flipless.metrics.significance import Significance, significance
 from flipless.validation import check_same_length, first_few, to_group_labels
 
@@ -111,11 +111,10 @@ def outcome_frame(outcomes: np.ndarray, index: pd.Index) -> pd.DataFrame:
     return frame
 
 
-@dataclass(frozen=True, eq=False)
 class Comparison:
     """What an update from an old to a new model changed, counted over one evaluation set.
 
-    Attributes:
+    Args:
         class_outcomes: [K, 8] counts of the outcome codes (see :mod:`~flipless.metrics.outcomes`)
             per true class; everything dataset-level is their column sum.
         flip_matrix: [K, K] counts of negative flips by (old answer, new answer).
@@ -128,29 +127,42 @@ class Comparison:
     The counts' rates are available directly: ``comparison.negative_flip_rate``,
     ``comparison.backward_trust_compatibility``, ``comparison.rate("...")`` (with the reason
     when undefined), ``comparison.negative_flips`` and so on (see :class:`FlipCounts`).
+    A comparison is read-only: build a new one rather than changing its arrays.
+    (It is a plain class, not a dataclass, so that ``torchmetrics`` returns it unchanged
+    from ``Metric.compute``.)
     """
 
-    class_outcomes: np.ndarray
-    flip_matrix: np.ndarray
-    class_names: tuple[str, ...] | None = None
-    top_k: int = 1
-    slices: dict[str, SliceTable] = field(default_factory=dict)
-    instances: Instances | None = None
-    confidence: float = 0.95
-    n_bootstrap: int = 2000
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        k = self.class_outcomes.shape[0]
-        if self.class_outcomes.shape != (k, NUM_OUTCOMES) or self.flip_matrix.shape != (k, k):
+    def __init__(
+        self,
+        class_outcomes: np.ndarray,
+        flip_matrix: np.ndarray,
+        class_names: tuple[str, ...] | None = None,
+        top_k: int = 1,
+        slices: dict[str, SliceTable] | None = None,
+        instances: Instances | None = None,
+        confidence: float = 0.95,
+        n_bootstrap: int = 2000,
+        seed: int = 0,
+    ) -> None:
+        k = class_outcomes.shape[0]
+        if class_outcomes.shape != (k, NUM_OUTCOMES) or flip_matrix.shape != (k, k):
             raise InputError(
-                f"Outcome table {self.class_outcomes.shape} and flip matrix "
-                f"{self.flip_matrix.shape} do not fit; expected ({k}, {NUM_OUTCOMES}) and ({k}, {k})."
+                f"Outcome table {class_outcomes.shape} and flip matrix {flip_matrix.shape} do "
+                f"not fit; expected ({k}, {NUM_OUTCOMES}) and ({k}, {k})."
             )
-        if self.class_names is not None and len(self.class_names) != k:
+        if class_names is not None and len(class_names) != k:
             raise MismatchError(
-                f"{len(self.class_names)} class names for {k} classes; expected one name per class."
+                f"{len(class_names)} class names for {k} classes; expected one name per class."
             )
+        self.class_outcomes = class_outcomes
+        self.flip_matrix = flip_matrix
+        self.class_names = tuple(class_names) if class_names is not None else None
+        self.top_k = top_k
+        self.slices = dict(slices or {})
+        self.instances = instances
+        self.confidence = confidence
+        self.n_bootstrap = n_bootstrap
+        self.seed = seed
 
     @property
     def num_classes(self) -> int:
@@ -168,9 +180,7 @@ class Comparison:
         try:
             return getattr(self.counts, name)
         except AttributeError:
-            raise AttributeError(
-                f"'Comparison' object has no attribute {name!r}"
-            ) from None
+            raise AttributeError(f"'Comparison' object has no attribute {name!r}") from None
 
     @cached_property
     def significance(self) -> Significance:
@@ -277,6 +287,38 @@ class Comparison:
             frame = frame.sort_values("new_confidence", ascending=False, kind="stable")
         return frame.head(n).reset_index(drop=True)
 
+    # Serialisation ---------------------------------------------------------------------------
+    def to_dict(self, instances: bool = True) -> dict[str, Any]:
+        """The JSON-ready document (schema in :mod:`flipless.metrics.schema`)."""
+        from flipless.metrics.schema import comparison_to_dict
+
+        return comparison_to_dict(self, instances)
+
+    def to_json(self, path: str | None = None, instances: bool = True) -> str:
+        """The JSON text; written atomically to ``path`` when given."""
+        import json
+
+        from flipless.metrics.schema import write_json
+
+        document = self.to_dict(instances)
+        if path is not None:
+            write_json(document, path)
+        return json.dumps(document, indent=1, allow_nan=False)
+
+    @classmethod
+    def from_dict(cls, document: dict[str, Any]) -> Comparison:
+        """Rebuild from :meth:`to_dict`'s document (checked against its stored counts)."""
+        from flipless.metrics.schema import comparison_from_dict
+
+        return comparison_from_dict(document)
+
+    @classmethod
+    def from_json(cls, path: str) -> Comparison:
+        """Read a comparison written by :meth:`to_json`."""
+        from flipless.metrics.schema import comparison_from_dict, read_json
+
+        return comparison_from_dict(read_json(path))
+
     def __rich__(self) -> Any:
         from flipless.metrics.display import summary_table
 
@@ -369,19 +411,15 @@ def compare(
         raise MismatchError(
             f"{len(names)} class names but num_classes={num_classes}; expected one name per class."
         )
-    old_out, new_out, label_array, k = read_model_outputs(
-        old, new, labels, num_classes if num_classes is not None else (len(names) if names else None)
+    outputs, label_array, k = read_outputs(
+        {"old": old, "new": new},
+        labels,
+        num_classes if num_classes is not None else (len(names) if names else None),
     )
-    size = check_same_length(
-        {"old": old_out.predicted.shape[0], "new": new_out.predicted.shape[0],
-         "labels": label_array.shape[0]}
-    )
-    if int(top_k) != top_k or not 1 <= top_k < k:
-        raise InputError(f"top_k={top_k!r}; expected an integer from 1 to {k - 1} for {k} classes.")
-    old_correct = new_correct = None
-    if top_k > 1:
-        old_correct = old_out.top_k_correct(label_array, top_k)
-        new_correct = new_out.top_k_correct(label_array, top_k)
+    old_out, new_out = outputs["old"], outputs["new"]
+    size = label_array.shape[0]
+    old_correct = correctness(old_out, label_array, top_k, k)
+    new_correct = correctness(new_out, label_array, top_k, k)
     codes, class_outcomes, flip_matrix = tally(
         old_out.predicted, new_out.predicted, label_array, k, old_correct, new_correct
     )
@@ -411,4 +449,3 @@ def compare(
         n_bootstrap=n_bootstrap,
         seed=seed,
     )
-

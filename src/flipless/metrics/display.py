@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 from rich.table import Table
+from rich.text import Text
 
 from flipless.metrics.counts import RATE_LABELS
 
@@ -37,7 +38,9 @@ def summary_table(comparison: Comparison) -> Table:
     significance = comparison.significance
     intervals = significance.intervals
     level = f"{100 * comparison.confidence:g} % CI"
-    table = Table(title="old → new" + (f" (top-{comparison.top_k})" if comparison.top_k > 1 else ""))
+    table = Table(
+        title="old → new" + (f" (top-{comparison.top_k})" if comparison.top_k > 1 else "")
+    )
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_column(level, justify="right")
@@ -60,7 +63,7 @@ def summary_table(comparison: Comparison) -> Table:
             RATE_LABELS[name],
             shown,
             interval(name, scale, unit),
-            rate.reason or f"{rate.numerator:,} / {rate.denominator:,}",
+            rate.reason or _counts_cell(name, rate.numerator, rate.denominator),
         )
         if name == "accuracy_new":
             table.add_row(
@@ -77,6 +80,12 @@ def summary_table(comparison: Comparison) -> Table:
         f"{test.method}, NF {test.negative_flips:,} vs PF {test.positive_flips:,}",
     )
     return table
+
+
+def _counts_cell(name: str, numerator: int, denominator: int) -> str:
+    if name == "relative_negative_flip_rate":
+        return "NFR / (acc old · (1 − acc new))"
+    return f"{numerator:,} / {denominator:,}"
 
 
 def _number(value: float) -> str:
@@ -96,7 +105,7 @@ def group_table(frame: pd.DataFrame, title: str, limit: int | None = None) -> Ta
     for key, row in shown.iterrows():
         keys = key if isinstance(key, tuple) else (key,)
         table.add_row(
-            *(str(k) for k in keys),
+            *(Text(str(k)) for k in keys),
             f"{int(row['support']):,}",
             percent(row["accuracy_old"], 1),
             percent(row["accuracy_new"], 1),
@@ -119,11 +128,11 @@ def regressions_table(frame: pd.DataFrame, title: str = "Biggest regressions") -
     if "new_confidence" in frame:
         table.add_column("new confidence", justify="right")
     for _, row in frame.iterrows():
-        cells = [
-            str(row["id"]),
-            str(row["label_name"] if named else row["label"]),
-            str(row["old_pred_name"] if named else row["old_pred"]),
-            str(row["new_pred_name"] if named else row["new_pred"]),
+        cells: list[Text | str] = [
+            Text(str(row["id"])),
+            Text(str(row["label_name"] if named else row["label"])),
+            Text(str(row["old_pred_name"] if named else row["old_pred"])),
+            Text(str(row["new_pred_name"] if named else row["new_pred"])),
         ]
         if "new_confidence" in frame:
             cells.append(f"{row['new_confidence']:.3f}")

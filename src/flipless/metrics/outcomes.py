@@ -62,8 +62,10 @@ def tally(
         class_outcomes += np.bincount(label * NUM_OUTCOMES + code, minlength=class_outcomes.size)
         negative = old_ok > new_ok
         flips += np.bincount(old[negative] * num_classes + new[negative], minlength=flips.size)
-    return codes, class_outcomes.reshape(num_classes, NUM_OUTCOMES), flips.reshape(
-        num_classes, num_classes
+    return (
+        codes,
+        class_outcomes.reshape(num_classes, NUM_OUTCOMES),
+        flips.reshape(num_classes, num_classes),
     )
 
 

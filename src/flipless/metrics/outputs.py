@@ -14,7 +14,13 @@ from typing import Any
 import numpy as np
 
 from flipless.errors import InputError, MismatchError
-from flipless.validation import check_labels, check_num_classes, check_scores, to_numpy
+from flipless.validation import (
+    check_labels,
+    check_num_classes,
+    check_same_length,
+    check_scores,
+    to_numpy,
+)
 
 _CHUNK = 1 << 15
 
@@ -29,7 +35,9 @@ class ModelOutputs:
     def top_k_correct(self, labels: np.ndarray, k: int) -> np.ndarray:
         """1[fewer than k classes score strictly higher than the true class], chunked."""
         if self.scores is None:
-            raise InputError(f"top_k={k} needs scores of shape [N, C]; this model gave labels only.")
+            raise InputError(
+                f"top_k={k} needs scores of shape [N, C]; this model gave labels only."
+            )
         correct = np.empty(labels.shape[0], dtype=bool)
         for start in range(0, labels.shape[0], _CHUNK):
             rows = self.scores[start : start + _CHUNK]
@@ -71,24 +79,24 @@ def _raw(values: Any, name: str) -> np.ndarray:
     return array
 
 
-def read_model_outputs(
-    old: Any,
-    new: Any,
+def read_outputs(
+    outputs: dict[str, Any],
     labels: Any,
     num_classes: int | None = None,
-) -> tuple[ModelOutputs, ModelOutputs, np.ndarray, int]:
-    """Validate old and new outputs against the labels; return them with the number of classes.
+) -> tuple[dict[str, ModelOutputs], np.ndarray, int]:
+    """Validate the outputs of several models (keyed by name) against the labels.
 
     The number of classes is ``num_classes`` if given, else the width of the scores, else
-    1 + the largest index seen. Old and new scores of different widths are an error.
+    1 + the largest index seen. Scores of different widths are an error. Returns the outputs,
+    the labels as int64 and the number of classes.
     """
-    old_raw, new_raw = _raw(old, "old"), _raw(new, "new")
-    widths = {name: raw.shape[1] for name, raw in (("old", old_raw), ("new", new_raw)) if raw.ndim == 2}
+    raws = {name: _raw(values, name) for name, values in outputs.items()}
+    widths = {name: raw.shape[1] for name, raw in raws.items() if raw.ndim == 2}
     if len(set(widths.values())) > 1:
+        listed = ", ".join(f"{name} has {width}" for name, width in widths.items())
         raise MismatchError(
-            f"The old scores have {widths['old']} classes and the new scores {widths['new']}; "
-            "expected the same label space. If classes were added, map the old model's classes "
-            "into the new label space first."
+            f"Scores of different widths ({listed} classes); expected the same label space. If "
+            "classes were added, map the old model's classes into the new label space first."
         )
     if num_classes is not None:
         num_classes = check_num_classes(num_classes, f"num_classes={num_classes}")
@@ -102,16 +110,32 @@ def read_model_outputs(
         num_classes = next(iter(widths.values()))
 
     label_array = check_labels(labels, "labels", num_classes)
-    outputs = []
-    for name, raw in (("old", old_raw), ("new", new_raw)):
+    read: dict[str, ModelOutputs] = {}
+    for name, raw in raws.items():
         if raw.ndim == 2:
             scores = check_scores(raw, f"{name} scores")
-            outputs.append(ModelOutputs(scores.argmax(axis=1), scores))
+            read[name] = ModelOutputs(scores.argmax(axis=1), scores)
         else:
-            outputs.append(ModelOutputs(check_labels(raw, f"{name} predictions", num_classes)))
+            read[name] = ModelOutputs(check_labels(raw, f"{name} predictions", num_classes))
     if num_classes is None:
-        largest = max(int(label_array.max()), *(int(o.predicted.max()) for o in outputs))
+        largest = max(int(label_array.max()), *(int(o.predicted.max()) for o in read.values()))
         num_classes = check_num_classes(
             largest + 1, f"The labels and predictions (largest index {largest})"
         )
-    return outputs[0], outputs[1], label_array, num_classes
+    check_same_length(
+        {"labels": label_array.shape[0]}
+        | {name: output.predicted.shape[0] for name, output in read.items()}
+    )
+    return read, label_array, num_classes
+
+
+def correctness(
+    output: ModelOutputs, labels: np.ndarray, top_k: int, num_classes: int
+) -> np.ndarray | None:
+    """Top-k correctness, or None for top-1 (where correctness is ``predicted == labels``)."""
+    if int(top_k) != top_k or not 1 <= top_k < num_classes:
+        raise InputError(
+            f"top_k={top_k!r}; expected an integer from 1 to {num_classes - 1} for "
+            f"{num_classes} classes."
+        )
+    return None if top_k == 1 else output.top_k_correct(labels, int(top_k))

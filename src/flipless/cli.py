@@ -1,0 +1,286 @@
+"""The ``flipless`` command: compare two models' predictions, gate a release, run the demo.
+
+Errors that flipless raises on purpose (:class:`~flipless.errors.FliplessError`) are printed
+without a traceback and exit with status 2; ``gate`` exits 1 when a rule is violated.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from flipless import __version__
+from flipless.errors import FliplessError
+from flipless.metrics.comparison import Comparison
+from flipless.metrics.display import group_table, regressions_table
+
+app = typer.Typer(
+    name="flipless",
+    help="Measure, gate and reduce what a model update breaks (negative flips).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+errors = Console(stderr=True)
+
+Command = TypeVar("Command", bound=Callable[..., Any])
+
+
+def reports_errors(command: Command) -> Command:
+    """Print a FliplessError's message (no traceback) and exit with status 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except FliplessError as error:
+            errors.print(Text("error: ", style="bold red").append(str(error)), soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+OldPath = Annotated[
+    Path, typer.Argument(help="Predictions of the old model (csv, parquet, jsonl, npz, .result).")
+]
+NewPath = Annotated[
+    Path, typer.Argument(help="Predictions of the new model, joined to the old ones by id.")
+]
+SliceOption = Annotated[
+    list[str] | None,
+    typer.Option("--slice", help="A column of group labels to break results down by (repeatable)."),
+]
+InnerJoin = Annotated[
+    bool,
+    typer.Option(
+        "--inner-join",
+        help="Keep only ids present in both files instead of failing on missing ids.",
+    ),
+]
+IdColumn = Annotated[
+    str | None, typer.Option("--id-col", help="Column of sample ids (default: detected).")
+]
+LabelColumn = Annotated[
+    str | None, typer.Option("--label-col", help="Column of true labels (default: detected).")
+]
+PredictionColumn = Annotated[
+    str | None, typer.Option("--pred-col", help="Column of predicted labels (default: detected).")
+]
+ScoreColumns = Annotated[
+    str | None,
+    typer.Option(
+        "--score-cols",
+        help="Comma-separated score columns, or one list column (default: detected).",
+    ),
+]
+TopK = Annotated[
+    int, typer.Option("--top-k", help="Count a model correct when the label is in its top k.")
+]
+Seed = Annotated[int, typer.Option("--seed", help="Seed of the bootstrap intervals.")]
+JsonOut = Annotated[
+    Path | None, typer.Option("--json", help="Also write the result as JSON to this path.")
+]
+
+
+def _read_comparison(
+    old: Path,
+    new: Path,
+    slices: list[str] | None,
+    inner_join: bool,
+    id_col: str | None,
+    label_col: str | None,
+    pred_col: str | None,
+    score_cols: str | None,
+    top_k: int,
+    seed: int,
+) -> Comparison:
+    from flipless.io import compare_files
+
+    columns: list[str] | str | None = score_cols
+    if score_cols and "," in score_cols:
+        columns = [column.strip() for column in score_cols.split(",") if column.strip()]
+    return compare_files(
+        old,
+        new,
+        slices=slices or (),
+        how="inner" if inner_join else "exact",
+        top_k=top_k,
+        id_column=id_col,
+        label_column=label_col,
+        prediction_column=pred_col,
+        score_columns=columns,
+        seed=seed,
+    )
+
+
+def show_comparison(comparison: Comparison, top_flips: int, class_limit: int = 15) -> None:
+    """Print the summary, the per-class and per-slice views and the biggest regressions."""
+    console.print(comparison)
+    console.print(
+        group_table(
+            comparison.per_class(), "Per true class (most negative flips first)", class_limit
+        )
+    )
+    for name in comparison.slices:
+        console.print(group_table(comparison.per_slice(name), f"Per slice: {name}"))
+    if top_flips > 0 and comparison.instances is not None and comparison.negative_flips:
+        console.print(regressions_table(comparison.top_regressions(top_flips)))
+
+
+@app.command()
+@reports_errors
+def compare(
+    old: OldPath,
+    new: NewPath,
+    slice_columns: SliceOption = None,
+    json_out: JsonOut = None,
+    top_flips: Annotated[
+        int, typer.Option("--top-flips", help="How many regressions to list.")
+    ] = 10,
+    inner_join: InnerJoin = False,
+    id_col: IdColumn = None,
+    label_col: LabelColumn = None,
+    pred_col: PredictionColumn = None,
+    score_cols: ScoreColumns = None,
+    top_k: TopK = 1,
+    seed: Seed = 0,
+) -> None:
+    """Compare two models' predictions: flip rates, per class, per slice, biggest regressions."""
+    comparison = _read_comparison(
+        old, new, slice_columns, inner_join, id_col, label_col, pred_col, score_cols, top_k, seed
+    )
+    show_comparison(comparison, top_flips)
+    if json_out is not None:
+        comparison.to_json(str(json_out))
+        console.print(f"Wrote {json_out}")
+
+
+@app.command()
+@reports_errors
+def gate(
+    old: OldPath,
+    new: NewPath,
+    max_nfr: Annotated[
+        float | None, typer.Option("--max-nfr", help="Largest allowed NFR (0.02 = 2 %).")
+    ] = None,
+    max_class_nfr: Annotated[
+        float | None,
+        typer.Option("--max-class-nfr", help="Largest allowed NFR within any true class."),
+    ] = None,
+    max_slice_nfr: Annotated[
+        float | None,
+        typer.Option("--max-slice-nfr", help="Largest allowed NFR within any slice group."),
+    ] = None,
+    min_slice_size: Annotated[
+        int, typer.Option("--min-slice-size", help="Skip slice groups with fewer samples.")
+    ] = 1,
+    min_accuracy_gain: Annotated[
+        float | None,
+        typer.Option(
+            "--min-accuracy-gain", help="Smallest required accuracy gain (negative: allowed loss)."
+        ),
+    ] = None,
+    significance: Annotated[
+        float | None,
+        typer.Option(
+            "--significance", help="Fail on a regression significant at this level (McNemar)."
+        ),
+    ] = None,
+    slice_columns: SliceOption = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the verdict as JSON to this path.")
+    ] = None,
+    inner_join: InnerJoin = False,
+    id_col: IdColumn = None,
+    label_col: LabelColumn = None,
+    pred_col: PredictionColumn = None,
+    score_cols: ScoreColumns = None,
+    top_k: TopK = 1,
+    seed: Seed = 0,
+) -> None:
+    """Exit 0 when the update passes every rule, 1 with one line per violated rule."""
+    from flipless.gate import evaluate_gate
+    from flipless.metrics.schema import write_json
+
+    comparison = _read_comparison(
+        old, new, slice_columns, inner_join, id_col, label_col, pred_col, score_cols, top_k, seed
+    )
+    verdict = evaluate_gate(
+        comparison,
+        max_nfr=max_nfr,
+        max_class_nfr=max_class_nfr,
+        max_slice_nfr=max_slice_nfr,
+        min_slice_size=min_slice_size,
+        min_accuracy_gain=min_accuracy_gain,
+        significance=significance,
+    )
+    if json_out is not None:
+        write_json(
+            verdict.to_dict() | {"comparison": comparison.to_dict(instances=False)}, json_out
+        )
+    for check in verdict.violations:
+        console.print(
+            f"FAIL {check.rule} [{check.scope}]: {check.detail}", highlight=False, soft_wrap=True
+        )
+    for skipped in verdict.skipped:
+        console.print(f"skip {skipped}", highlight=False, style="dim", soft_wrap=True)
+    if not verdict.passed:
+        raise typer.Exit(1)
+    console.print(f"PASS: {len(verdict.checks)} check(s) hold.", highlight=False)
+
+
+@app.command()
+@reports_errors
+def demo(
+    seed: Seed = 0,
+    json_out: JsonOut = None,
+    top_flips: Annotated[
+        int, typer.Option("--top-flips", help="How many regressions to list.")
+    ] = 8,
+) -> None:
+    """Measure a real update on scikit-learn's digits: old model on 15 % of the data, new on all."""
+    from flipless.demo import run_demo
+    from flipless.gate import evaluate_gate
+
+    console.print("[bold]flipless demo[/]: handwritten digits (scikit-learn), logistic regression.")
+    update = run_demo(seed)
+    console.print(
+        f"old model trained on {update.old_train_size} images, new model on "
+        f"{update.new_train_size}; both tested on the same {update.test_size} held-out images.\n"
+    )
+    comparison = update.comparison
+    show_comparison(comparison, top_flips, class_limit=10)
+    verdict = evaluate_gate(comparison, max_nfr=0.01, max_slice_nfr=0.02)
+    console.print(
+        "\nA release gate (flipless gate OLD NEW --max-nfr 0.01 --max-slice-nfr 0.02 --slice ink):"
+    )
+    for check in verdict.checks:
+        mark = Text("pass", style="green") if check.passed else Text("FAIL", style="red")
+        console.print(
+            Text("  ").append(mark).append(f" {check.rule} [{check.scope}]: {check.detail}")
+        )
+    console.print(
+        f"\nThe new model is {100 * comparison.accuracy_delta:+.2f} pp more accurate, but "
+        f"{comparison.negative_flips} images it now gets wrong were right before."
+    )
+    if json_out is not None:
+        comparison.to_json(str(json_out))
+        console.print(f"Wrote {json_out}")
+
+
+@app.command()
+def version() -> None:
+    """Print the flipless version."""
+    console.print(f"flipless {__version__} (Python {sys.version.split()[0]})")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
