@@ -68,11 +68,12 @@ def check_nonempty(array: np.ndarray, name: str) -> None:
         raise InputError(f"{name} is empty; expected at least one sample.")
 
 
-def check_labels(values: Any, name: str, num_classes: int | None = None) -> np.ndarray:
-    """Return ``values`` as a 1-D int64 array of class indices in ``[0, num_classes)``.
+def index_array(values: Any, name: str) -> tuple[np.ndarray, int]:
+    """Return ``values`` as a 1-D int64 array of class indices ≥ 0, and its largest value.
 
-    Integer-valued floats (``2.0``) are accepted; fractions, NaN, negatives and indices at or
-    above ``num_classes`` are errors that name the first offending positions.
+    Integer-valued floats (``2.0``) are accepted; fractions, NaN and negatives are errors
+    that name the first offending positions. The range is checked in one reduction (the
+    maximum of the unsigned view, where a negative value shows up as a huge one).
     """
     array = to_numpy(values, name)
     if array.ndim != 1:
@@ -82,8 +83,8 @@ def check_labels(values: Any, name: str, num_classes: int | None = None) -> np.n
         )
     check_nonempty(array, name)
     if array.dtype == np.bool_:
-        return array.astype(np.int64)
-    if np.issubdtype(array.dtype, np.floating):
+        array = array.astype(np.int64)
+    elif np.issubdtype(array.dtype, np.floating):
         bad = ~np.isfinite(array) | (array != np.round(array))
         if bad.any():
             positions = np.flatnonzero(bad)
@@ -99,21 +100,33 @@ def check_labels(values: Any, name: str, num_classes: int | None = None) -> np.n
             "to indices first (flipless.io does this for files)."
         )
     array = array.astype(np.int64, copy=False)
-    negative = np.flatnonzero(array < 0)
-    if negative.size:
+    largest = int(array.view(np.uint64).max())
+    if largest > np.iinfo(np.int64).max:
+        negative = np.flatnonzero(array < 0)
         raise InputError(
             f"{name} holds {negative.size} negative value(s) (positions {first_few(negative)}: "
             f"{first_few(array[negative])}); expected class indices ≥ 0. Drop ignored samples "
             "(for example label -100) before comparing."
         )
-    if num_classes is not None:
+    return array, largest
+
+
+def check_index_range(array: np.ndarray, largest: int, name: str, num_classes: int) -> None:
+    """Raise when an index array (with maximum ``largest``) reaches ``num_classes``."""
+    if largest >= num_classes:
         too_large = np.flatnonzero(array >= num_classes)
-        if too_large.size:
-            raise InputError(
-                f"{name} holds {too_large.size} value(s) ≥ num_classes={num_classes} (positions "
-                f"{first_few(too_large)}: {first_few(array[too_large])}); expected indices in "
-                f"[0, {num_classes}). Pass the right num_classes."
-            )
+        raise InputError(
+            f"{name} holds {too_large.size} value(s) ≥ num_classes={num_classes} (positions "
+            f"{first_few(too_large)}: {first_few(array[too_large])}); expected indices in "
+            f"[0, {num_classes}). Pass the right num_classes."
+        )
+
+
+def check_labels(values: Any, name: str, num_classes: int | None = None) -> np.ndarray:
+    """Return ``values`` as a 1-D int64 array of class indices in ``[0, num_classes)``."""
+    array, largest = index_array(values, name)
+    if num_classes is not None:
+        check_index_range(array, largest, name, num_classes)
     return array
 
 

@@ -20,6 +20,7 @@ from flipless.errors import InputError, MismatchError
 from flipless.metrics.counts import FlipCounts
 from flipless.metrics.outcomes import (
     NUM_OUTCOMES,
+    flip_pairs,
     group_outcomes,
     negative_flip_mask,
     positive_flip_mask,
@@ -60,15 +61,23 @@ class SliceTable:
 
 @dataclass(frozen=True, eq=False)
 class Instances:
-    """Per-sample outcomes, aligned by row: what each model said and whether it flipped."""
+    """Per-sample outcomes, aligned by row: what each model said and whether it flipped.
 
-    ids: np.ndarray
+    ``sample_ids`` is None when the samples are identified by their row number.
+    """
+
     labels: np.ndarray
     old_pred: np.ndarray
     new_pred: np.ndarray
     codes: np.ndarray
+    sample_ids: np.ndarray | None = None
     old_confidence: np.ndarray | None = None
     new_confidence: np.ndarray | None = None
+
+    @property
+    def ids(self) -> np.ndarray:
+        """The sample ids, or the row numbers when none were given."""
+        return np.arange(self.codes.shape[0]) if self.sample_ids is None else self.sample_ids
 
     @property
     def negative_flip(self) -> np.ndarray:
@@ -117,7 +126,8 @@ class Comparison:
     Args:
         class_outcomes: [K, 8] counts of the outcome codes (see :mod:`~flipless.metrics.outcomes`)
             per true class; everything dataset-level is their column sum.
-        flip_matrix: [K, K] counts of negative flips by (old answer, new answer).
+        flip_matrix: [K, K] counts of negative flips by (old answer, new answer); when None,
+            it is counted from ``instances`` on first use.
         class_names: optional names of the K classes.
         top_k: correctness is "the true class is in the top k".
         slices: outcome counts per group, for each slice column.
@@ -135,7 +145,7 @@ class Comparison:
     def __init__(
         self,
         class_outcomes: np.ndarray,
-        flip_matrix: np.ndarray,
+        flip_matrix: np.ndarray | None = None,
         class_names: tuple[str, ...] | None = None,
         top_k: int = 1,
         slices: dict[str, SliceTable] | None = None,
@@ -145,17 +155,22 @@ class Comparison:
         seed: int = 0,
     ) -> None:
         k = class_outcomes.shape[0]
-        if class_outcomes.shape != (k, NUM_OUTCOMES) or flip_matrix.shape != (k, k):
+        if class_outcomes.ndim != 2 or class_outcomes.shape[1] != NUM_OUTCOMES:
             raise InputError(
-                f"Outcome table {class_outcomes.shape} and flip matrix {flip_matrix.shape} do "
-                f"not fit; expected ({k}, {NUM_OUTCOMES}) and ({k}, {k})."
+                f"Outcome table of shape {class_outcomes.shape}; expected (K, {NUM_OUTCOMES})."
+            )
+        if flip_matrix is None and instances is None:
+            raise InputError("A comparison needs its flip matrix or its per-instance outcomes.")
+        if flip_matrix is not None and flip_matrix.shape != (k, k):
+            raise InputError(
+                f"Flip matrix of shape {flip_matrix.shape} for {k} classes; expected ({k}, {k})."
             )
         if class_names is not None and len(class_names) != k:
             raise MismatchError(
                 f"{len(class_names)} class names for {k} classes; expected one name per class."
             )
         self.class_outcomes = class_outcomes
-        self.flip_matrix = flip_matrix
+        self._flip_matrix = flip_matrix
         self.class_names = tuple(class_names) if class_names is not None else None
         self.top_k = top_k
         self.slices = dict(slices or {})
@@ -163,6 +178,16 @@ class Comparison:
         self.confidence = confidence
         self.n_bootstrap = n_bootstrap
         self.seed = seed
+
+    @property
+    def flip_matrix(self) -> np.ndarray:
+        """[K, K] negative flips by (old answer, new answer)."""
+        if self._flip_matrix is None:
+            kept = self._require_instances()
+            self._flip_matrix = flip_pairs(
+                kept.old_pred, kept.new_pred, kept.codes, self.num_classes
+            )
+        return self._flip_matrix
 
     @property
     def num_classes(self) -> int:
@@ -420,7 +445,7 @@ def compare(
     size = label_array.shape[0]
     old_correct = correctness(old_out, label_array, top_k, k)
     new_correct = correctness(new_out, label_array, top_k, k)
-    codes, class_outcomes, flip_matrix = tally(
+    codes, class_outcomes = tally(
         old_out.predicted, new_out.predicted, label_array, k, old_correct, new_correct
     )
     slice_tables = {
@@ -430,7 +455,7 @@ def compare(
     instances = None
     if keep_instances:
         instances = Instances(
-            ids=np.arange(size) if ids is None else _check_ids(ids, size),
+            sample_ids=None if ids is None else _check_ids(ids, size),
             labels=label_array,
             old_pred=old_out.predicted,
             new_pred=new_out.predicted,
@@ -440,7 +465,9 @@ def compare(
         )
     return Comparison(
         class_outcomes=class_outcomes,
-        flip_matrix=flip_matrix,
+        flip_matrix=None
+        if keep_instances
+        else flip_pairs(old_out.predicted, new_out.predicted, codes, k),
         class_names=names,
         top_k=int(top_k),
         slices=slice_tables,

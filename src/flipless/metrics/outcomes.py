@@ -42,31 +42,41 @@ def tally(
     num_classes: int,
     old_correct: np.ndarray | None = None,
     new_correct: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Count outcomes in one chunked pass.
+) -> tuple[np.ndarray, np.ndarray]:
+    """Count outcomes per true class in one chunked pass.
 
     ``old_correct`` / ``new_correct`` override ``pred == labels`` (top-k correctness).
-    Returns ``(codes [N] uint8, class_outcomes [K, 8] int64, flip_matrix [K, K] int64)``.
+    Returns ``(codes [N] uint8, class_outcomes [K, 8] int64)``.
     """
     size = labels.shape[0]
     codes = np.empty(size, dtype=np.uint8)
     class_outcomes = np.zeros(num_classes * NUM_OUTCOMES, dtype=np.int64)
-    flips = np.zeros(num_classes * num_classes, dtype=np.int64)
+    keys = np.empty(min(size, CHUNK), dtype=np.int64)
     for start in range(0, size, CHUNK):
         part = slice(start, start + CHUNK)
         label, old, new = labels[part], old_pred[part], new_pred[part]
         old_ok = old == label if old_correct is None else old_correct[part]
         new_ok = new == label if new_correct is None else new_correct[part]
-        code = outcome_code(old_ok, new_ok, old == new)
-        codes[part] = code
-        class_outcomes += np.bincount(label * NUM_OUTCOMES + code, minlength=class_outcomes.size)
-        negative = old_ok > new_ok
-        flips += np.bincount(old[negative] * num_classes + new[negative], minlength=flips.size)
-    return (
-        codes,
-        class_outcomes.reshape(num_classes, NUM_OUTCOMES),
-        flips.reshape(num_classes, num_classes),
-    )
+        code = codes[part]
+        code[:] = outcome_code(old_ok, new_ok, old == new)
+        key = keys[: label.shape[0]]
+        np.left_shift(label, 3, out=key)  # label · NUM_OUTCOMES
+        np.bitwise_or(key, code, out=key)
+        class_outcomes += np.bincount(key, minlength=class_outcomes.size)
+    return codes, class_outcomes.reshape(num_classes, NUM_OUTCOMES)
+
+
+def flip_pairs(
+    old_pred: np.ndarray, new_pred: np.ndarray, codes: np.ndarray, num_classes: int
+) -> np.ndarray:
+    """The [K, K] flip matrix: negative flips counted by (old answer, new answer), chunked."""
+    flips = np.zeros(num_classes * num_classes, dtype=np.int64)
+    for start in range(0, codes.shape[0], CHUNK):
+        part = slice(start, start + CHUNK)
+        negative = negative_flip_mask(codes[part])
+        pairs = old_pred[part][negative] * num_classes + new_pred[part][negative]
+        flips += np.bincount(pairs, minlength=flips.size)
+    return flips.reshape(num_classes, num_classes)
 
 
 def group_outcomes(codes: np.ndarray, groups: np.ndarray, num_groups: int) -> np.ndarray:

@@ -15,10 +15,11 @@ import numpy as np
 
 from flipless.errors import InputError, MismatchError
 from flipless.validation import (
-    check_labels,
+    check_index_range,
     check_num_classes,
     check_same_length,
     check_scores,
+    index_array,
     to_numpy,
 )
 
@@ -109,19 +110,28 @@ def read_outputs(
     elif widths:
         num_classes = next(iter(widths.values()))
 
-    label_array = check_labels(labels, "labels", num_classes)
-    read: dict[str, ModelOutputs] = {}
+    label_array, label_largest = index_array(labels, "labels")
+    indices = {}
+    scores = {}
     for name, raw in raws.items():
         if raw.ndim == 2:
-            scores = check_scores(raw, f"{name} scores")
-            read[name] = ModelOutputs(scores.argmax(axis=1), scores)
+            scores[name] = check_scores(raw, f"{name} scores")
         else:
-            read[name] = ModelOutputs(check_labels(raw, f"{name} predictions", num_classes))
+            indices[name] = index_array(raw, f"{name} predictions")
     if num_classes is None:
-        largest = max(int(label_array.max()), *(int(o.predicted.max()) for o in read.values()))
+        largest = max([label_largest, *(top for _, top in indices.values())])
         num_classes = check_num_classes(
             largest + 1, f"The labels and predictions (largest index {largest})"
         )
+    check_index_range(label_array, label_largest, "labels", num_classes)
+    for name, (array, top) in indices.items():
+        check_index_range(array, top, f"{name} predictions", num_classes)
+    read = {
+        name: ModelOutputs(scores[name].argmax(axis=1), scores[name])
+        if name in scores
+        else ModelOutputs(indices[name][0])
+        for name in raws
+    }
     check_same_length(
         {"labels": label_array.shape[0]}
         | {name: output.predicted.shape[0] for name, output in read.items()}

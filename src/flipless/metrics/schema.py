@@ -176,7 +176,7 @@ def _instances(stored: dict[str, Any] | None) -> Instances | None:
         return None if values is None else np.asarray(values, dtype=np.float32)
 
     return Instances(
-        ids=np.asarray(stored["ids"]),
+        sample_ids=np.asarray(stored["ids"]),
         labels=np.asarray(stored["labels"], dtype=np.int64),
         old_pred=np.asarray(stored["old_pred"], dtype=np.int64),
         new_pred=np.asarray(stored["new_pred"], dtype=np.int64),

@@ -1,0 +1,148 @@
+"""How fast is a full Comparison on 10 million predictions, and how much memory does it take?
+
+Measured in one run, on the same arrays (these machines are noisy, so only ratios count):
+
+* flipless: ``compare(old, new, labels)`` plus every dataset rate and the per-class table
+  (100 classes), per-instance outcomes kept;
+* floor: one numpy pass that reads the three arrays once (``old.sum(); new.sum(); labels.sum()``),
+  the memory-bound least any exact computation must do;
+* per-element loop: BackwardCompatibilityML-style Python loops over samples computing BTC and
+  BEC, timed on a subsample and scaled linearly to the full size.
+
+Peak memory: the extra memory ``compare`` allocates (tracemalloc, which numpy reports to) and
+the process's maximum resident size (inputs included).
+Goals (issue 2): within 4× of the floor, ≥ 1000× faster than the loop, peak < 1 GB.
+
+Usage: python benchmarks/metrics_throughput.py [--size N] [--classes K] [--repeats R]
+Writes benchmarks/results/metrics_throughput.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import time
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+import flipless
+from flipless import compare
+
+RESULTS = Path(__file__).parent / "results" / "metrics_throughput.json"
+
+
+def timed(function: Callable[[], object], repeats: int) -> float:
+    """Median wall time of ``repeats`` calls after one warm-up call."""
+    function()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def full_comparison(old: np.ndarray, new: np.ndarray, labels: np.ndarray) -> None:
+    comparison = compare(old, new, labels)
+    comparison.counts.rates()
+    comparison.per_class()
+
+
+def memory_floor(old: np.ndarray, new: np.ndarray, labels: np.ndarray) -> None:
+    old.sum()
+    new.sum()
+    labels.sum()
+
+
+def per_element_scores(old: list[int], new: list[int], labels: list[int]) -> tuple[float, float]:
+    """BTC and BEC the way BackwardCompatibilityML's score functions compute them: a loop."""
+    old_correct = both_correct = old_wrong = both_wrong = 0
+    for old_label, new_label, label in zip(old, new, labels, strict=True):
+        if old_label == label:
+            old_correct += 1
+            if new_label == label:
+                both_correct += 1
+        else:
+            old_wrong += 1
+            if new_label != label:
+                both_wrong += 1
+    return both_correct / max(old_correct, 1), both_wrong / max(old_wrong, 1)
+
+
+def make_predictions(size: int, classes: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, size)
+    old = np.where(rng.random(size) < 0.80, labels, rng.integers(0, classes, size))
+    new = np.where(rng.random(size) < 0.85, labels, rng.integers(0, classes, size))
+    return old, new, labels
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size", type=int, default=10_000_000)
+    parser.add_argument("--classes", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--loop-size", type=int, default=200_000)
+    args = parser.parse_args()
+
+    old, new, labels = make_predictions(args.size, args.classes)
+    flipless_seconds = timed(lambda: full_comparison(old, new, labels), args.repeats)
+    floor_seconds = timed(lambda: memory_floor(old, new, labels), args.repeats)
+    subsample = [array[: args.loop_size].tolist() for array in (old, new, labels)]
+    loop_seconds = timed(lambda: per_element_scores(*subsample), 1) * args.size / args.loop_size
+
+    tracemalloc.start()
+    full_comparison(old, new, labels)
+    _, traced_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    max_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+    result = {
+        "benchmark": "metrics_throughput",
+        "flipless_version": flipless.__version__,
+        "machine": {
+            "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+        },
+        "size": args.size,
+        "classes": args.classes,
+        "input_bytes": int(old.nbytes + new.nbytes + labels.nbytes),
+        "seconds": {
+            "flipless": flipless_seconds,
+            "floor": floor_seconds,
+            "per_element_loop_scaled": loop_seconds,
+        },
+        "predictions_per_second": args.size / flipless_seconds,
+        "ratio_to_floor": flipless_seconds / floor_seconds,
+        "speedup_over_per_element_loop": loop_seconds / flipless_seconds,
+        "peak_bytes_allocated_by_compare": traced_peak,
+        "max_resident_bytes_including_inputs": max_rss,
+        "goals": {
+            "ratio_to_floor_at_most": 4.0,
+            "speedup_at_least": 1000.0,
+            "peak_bytes_below": 1 << 30,
+        },
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(
+        f"{args.size:,} predictions, {args.classes} classes\n"
+        f"  flipless full comparison : {flipless_seconds * 1e3:8.1f} ms "
+        f"({result['predictions_per_second'] / 1e6:.0f} M predictions/s)\n"
+        f"  memory-bound floor       : {floor_seconds * 1e3:8.1f} ms  → ratio {result['ratio_to_floor']:.2f}× (goal ≤ 4×)\n"
+        f"  per-element Python loop  : {loop_seconds:8.2f} s   → flipless is "
+        f"{result['speedup_over_per_element_loop']:,.0f}× faster (goal ≥ 1000×)\n"
+        f"  peak allocated by compare: {traced_peak / 2**20:8.1f} MiB; max RSS incl. inputs "
+        f"{max_rss / 2**20:.0f} MiB (goal < 1024 MiB)\n"
+        f"wrote {RESULTS}"
+    )
+
+
+if __name__ == "__main__":
+    main()
