@@ -6,8 +6,8 @@ Measured in one run, on the same arrays (these machines are noisy, so only ratio
   (100 classes), per-instance outcomes kept;
 * floor: one numpy pass that reads the three arrays once (``old.sum(); new.sum(); labels.sum()``),
   the memory-bound least any exact computation must do;
-* per-element loop: BackwardCompatibilityML-style Python loops over samples computing BTC and
-  BEC, timed on a subsample and scaled linearly to the full size.
+* per-element loop: BackwardCompatibilityML-style Python loops over the label tensors computing
+  BTC and BEC, timed on a subsample and scaled linearly to the full size.
 
 Peak memory: the extra memory ``compare`` allocates (tracemalloc, which numpy reports to) and
 the process's maximum resident size (inputs included).
@@ -30,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 
 import flipless
 from flipless import compare
@@ -60,10 +61,14 @@ def memory_floor(old: np.ndarray, new: np.ndarray, labels: np.ndarray) -> None:
     labels.sum()
 
 
-def per_element_scores(old: list[int], new: list[int], labels: list[int]) -> tuple[float, float]:
-    """BTC and BEC the way BackwardCompatibilityML's score functions compute them: a loop."""
+def per_element_scores(
+    old: torch.Tensor, new: torch.Tensor, labels: torch.Tensor
+) -> tuple[float, float]:
+    """BTC and BEC the way BackwardCompatibilityML's score functions compute them: a Python
+    loop that indexes the label tensors one element at a time."""
     old_correct = both_correct = old_wrong = both_wrong = 0
-    for old_label, new_label, label in zip(old, new, labels, strict=True):
+    for i in range(len(labels)):
+        old_label, new_label, label = old[i], new[i], labels[i]
         if old_label == label:
             old_correct += 1
             if new_label == label:
@@ -88,13 +93,13 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=10_000_000)
     parser.add_argument("--classes", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--loop-size", type=int, default=200_000)
+    parser.add_argument("--loop-size", type=int, default=20_000)
     args = parser.parse_args()
 
     old, new, labels = make_predictions(args.size, args.classes)
     flipless_seconds = timed(lambda: full_comparison(old, new, labels), args.repeats)
     floor_seconds = timed(lambda: memory_floor(old, new, labels), args.repeats)
-    subsample = [array[: args.loop_size].tolist() for array in (old, new, labels)]
+    subsample = [torch.from_numpy(array[: args.loop_size]) for array in (old, new, labels)]
     loop_seconds = timed(lambda: per_element_scores(*subsample), 1) * args.size / args.loop_size
 
     tracemalloc.start()

@@ -11,8 +11,7 @@ with the same wrong answer is ``code == 4``. Counting the codes per true class (
 table) is enough to derive every dataset-level, per-class and per-slice rate; the flip
 matrix counts (ŷ_o, ŷ_n) over negative flips.
 
-The pass runs in chunks that fit in the CPU cache, so that its several element-wise steps
-read the inputs from memory once.
+The pass is a compiled loop (:mod:`flipless.metrics.kernels`) that reads the inputs once.
 """
 
 from __future__ import annotations
@@ -24,15 +23,8 @@ NEW_CORRECT = 2
 SAME_ANSWER = 4
 NUM_OUTCOMES = 8
 
-#: Samples per chunk: 64 Ki samples keep the inputs and temporaries inside L2 cache.
+#: Samples per chunk of the numpy passes: 64 Ki samples keep the temporaries in L2 cache.
 CHUNK = 1 << 16
-
-
-def outcome_code(old_correct: np.ndarray, new_correct: np.ndarray, same: np.ndarray) -> np.ndarray:
-    """Combine three boolean arrays into the uint8 outcome code."""
-    code = old_correct.view(np.uint8) | (new_correct.view(np.uint8) << 1)
-    code |= same.view(np.uint8) << 2
-    return code
 
 
 def tally(
@@ -43,27 +35,30 @@ def tally(
     old_correct: np.ndarray | None = None,
     new_correct: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Count outcomes per true class in one chunked pass.
+    """Count outcomes per true class in one fused pass (indices already range-checked).
 
     ``old_correct`` / ``new_correct`` override ``pred == labels`` (top-k correctness).
     Returns ``(codes [N] uint8, class_outcomes [K, 8] int64)``.
     """
+    import numba
+
+    from flipless.metrics.kernels import count_outcomes
+
     size = labels.shape[0]
     codes = np.empty(size, dtype=np.uint8)
-    class_outcomes = np.zeros(num_classes * NUM_OUTCOMES, dtype=np.int64)
-    keys = np.empty(min(size, CHUNK), dtype=np.int64)
-    for start in range(0, size, CHUNK):
-        part = slice(start, start + CHUNK)
-        label, old, new = labels[part], old_pred[part], new_pred[part]
-        old_ok = old == label if old_correct is None else old_correct[part]
-        new_ok = new == label if new_correct is None else new_correct[part]
-        code = codes[part]
-        code[:] = outcome_code(old_ok, new_ok, old == new)
-        key = keys[: label.shape[0]]
-        np.left_shift(label, 3, out=key)  # label · NUM_OUTCOMES
-        np.bitwise_or(key, code, out=key)
-        class_outcomes += np.bincount(key, minlength=class_outcomes.size)
-    return codes, class_outcomes.reshape(num_classes, NUM_OUTCOMES)
+    given = old_correct is not None
+    if not given:
+        old_correct = new_correct = np.zeros(0, dtype=np.bool_)
+    counts = count_outcomes(
+        *(np.ascontiguousarray(a, dtype=np.int64) for a in (old_pred, new_pred, labels)),
+        np.ascontiguousarray(old_correct, dtype=np.bool_),
+        np.ascontiguousarray(new_correct, dtype=np.bool_),
+        given,
+        num_classes,
+        codes,
+        numba.get_num_threads(),
+    )
+    return codes, counts.reshape(num_classes, NUM_OUTCOMES)
 
 
 def flip_pairs(

@@ -1,0 +1,49 @@
+"""Compiled loops (numba) for the one pass over the data that every count comes from.
+
+One fused loop reads old, new and labels once and writes the outcome code and the per-class
+counts, where numpy would need a temporary array and a pass per step. Work is split into
+blocks, one per thread, each with its own count table, summed at the end.
+Indices must have been range-checked before (numba does not check bounds).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from flipless.metrics.outcomes import NUM_OUTCOMES
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def count_outcomes(
+    old_pred: np.ndarray,
+    new_pred: np.ndarray,
+    labels: np.ndarray,
+    old_correct: np.ndarray,
+    new_correct: np.ndarray,
+    use_given_correctness: bool,
+    num_classes: int,
+    codes: np.ndarray,
+    blocks: int,
+) -> np.ndarray:
+    """Write each sample's outcome code into ``codes``; return the [K · 8] per-class counts.
+
+    Correctness is ``pred == label``, or ``old_correct`` / ``new_correct`` when
+    ``use_given_correctness`` (top-k). ``blocks`` is the number of parallel blocks.
+    """
+    size = labels.shape[0]
+    per_block = (size + blocks - 1) // blocks
+    counts = np.zeros((blocks, num_classes * NUM_OUTCOMES), dtype=np.int64)
+    for block in numba.prange(blocks):
+        for i in range(block * per_block, min(size, (block + 1) * per_block)):
+            label = labels[i]
+            old = old_pred[i]
+            new = new_pred[i]
+            if use_given_correctness:
+                code = np.uint8(old_correct[i]) | (np.uint8(new_correct[i]) << 1)
+            else:
+                code = np.uint8(old == label) | (np.uint8(new == label) << 1)
+            code |= np.uint8(old == new) << 2
+            codes[i] = code
+            counts[block, label * NUM_OUTCOMES + code] += 1
+    return counts.sum(axis=0)
