@@ -72,8 +72,8 @@ def index_array(values: Any, name: str) -> tuple[np.ndarray, int]:
     """Return ``values`` as a 1-D int64 array of class indices ≥ 0, and its largest value.
 
     Integer-valued floats (``2.0``) are accepted; fractions, NaN and negatives are errors
-    that name the first offending positions. The range is checked in one reduction (the
-    maximum of the unsigned view, where a negative value shows up as a huge one).
+    that name the first offending positions. The range is checked in one parallel reduction
+    (the maximum read as unsigned, where a negative value shows up as a huge one).
     """
     array = to_numpy(values, name)
     if array.ndim != 1:
@@ -100,7 +100,11 @@ def index_array(values: Any, name: str) -> tuple[np.ndarray, int]:
             "to indices first (flipless.io does this for files)."
         )
     array = array.astype(np.int64, copy=False)
-    largest = int(array.view(np.uint64).max())
+    import numba
+
+    from flipless.kernels import largest_unsigned
+
+    largest = int(largest_unsigned(array, numba.get_num_threads()))
     if largest > np.iinfo(np.int64).max:
         negative = np.flatnonzero(array < 0)
         raise InputError(

@@ -8,7 +8,6 @@ the result can go straight into :func:`flipless.compare`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -154,7 +153,9 @@ def _shared_class_names(old: PredictionTable, new: PredictionTable) -> tuple[str
     only_new = [name for name in new.class_names if name not in old.class_names]
     if not only_old and not only_new:
         position = next(
-            k for k, (a, b) in enumerate(zip(old.class_names, new.class_names)) if a != b
+            k
+            for k, (a, b) in enumerate(zip(old.class_names, new.class_names, strict=True))
+            if a != b
         )
         raise MismatchError(
             f"The files declare the same class names in a different order (class {position} "
@@ -302,16 +303,3 @@ def _differ(a: pd.Series, b: pd.Series) -> np.ndarray:
     except (TypeError, ValueError):
         equal = (a.astype(str) == b.astype(str)).to_numpy(dtype=bool)
     return ~(equal | both_missing)
-
-
-def select_slices(frame: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame | None:
-    """The columns ``names`` of ``frame`` (each once), or None when no names are given."""
-    names = list(dict.fromkeys(names))
-    missing = [name for name in names if name not in frame.columns]
-    if missing:
-        available = ", ".join(repr(str(column)) for column in frame.columns) or "(none)"
-        raise InputError(
-            f"No column {', '.join(map(repr, missing))} to slice by; the files' other columns "
-            f"are {available}."
-        )
-    return frame[names] if names else None

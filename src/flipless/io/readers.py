@@ -283,10 +283,11 @@ def _load_result(path: Path) -> tuple[dict[str, np.ndarray], Any]:
             loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         raise FileFormatError(
-            f"{path} is not a prediction dict: torch.load(weights_only=True) refused it "
-            f"({_unpickler_reason(error)}). flipless never unpickles other objects; {expected} "
-            "(plain tensors, no model objects or custom classes), or export the predictions "
-            "to npz or csv."
+            f"{path} is not a prediction dict that can be loaded safely: "
+            f"torch.load(weights_only=True) refused it ({_unpickler_reason(error)}), so it "
+            "holds objects other than tensors and plain containers, or is not a torch file. "
+            f"flipless never unpickles other objects; {expected} (plain tensors, no model "
+            "objects or custom classes), or export the predictions to npz or csv."
         ) from error
     except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as error:
         raise FileFormatError(
@@ -304,8 +305,9 @@ def _load_result(path: Path) -> tuple[dict[str, np.ndarray], Any]:
 
 
 def _first_line(error: BaseException) -> str:
+    """The first sentence of an error's message (the rest is often advice that misleads here)."""
     text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0]
+    return text.splitlines()[0].split(". ")[0]
 
 
 def _unpickler_reason(error: BaseException) -> str:

@@ -11,17 +11,18 @@ with the same wrong answer is ``code == 4``. Counting the codes per true class (
 table) is enough to derive every dataset-level, per-class and per-slice rate; the flip
 matrix counts (ŷ_o, ŷ_n) over negative flips.
 
-The pass is a compiled loop (:mod:`flipless.metrics.kernels`) that reads the inputs once.
+The pass is a compiled loop (:mod:`flipless.kernels`) that reads the inputs once.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from flipless.kernels import NUM_OUTCOMES
+
 OLD_CORRECT = 1
 NEW_CORRECT = 2
 SAME_ANSWER = 4
-NUM_OUTCOMES = 8
 
 #: Samples per chunk of the numpy passes: 64 Ki samples keep the temporaries in L2 cache.
 CHUNK = 1 << 16
@@ -42,7 +43,7 @@ def tally(
     """
     import numba
 
-    from flipless.metrics.kernels import count_outcomes
+    from flipless.kernels import count_outcomes
 
     size = labels.shape[0]
     codes = np.empty(size, dtype=np.uint8)

@@ -1,9 +1,12 @@
-"""Compiled loops (numba) for the one pass over the data that every count comes from.
+"""Compiled loops (numba) for the passes over the data that every count comes from.
 
-One fused loop reads old, new and labels once and writes the outcome code and the per-class
-counts, where numpy would need a temporary array and a pass per step. Work is split into
-blocks, one per thread, each with its own count table, summed at the end.
-Indices must have been range-checked before (numba does not check bounds).
+* :func:`largest_unsigned`: the range check of an index array in one parallel reduction;
+* :func:`count_outcomes`: one fused loop that reads old, new and labels once and writes the
+  outcome code and the per-class counts, where numpy would need a temporary array and a
+  pass per step.
+
+Work is split into blocks, one per thread, each with its own result, combined at the end.
+Indices must have been range-checked before counting (numba does not check bounds).
 """
 
 from __future__ import annotations
@@ -11,7 +14,24 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from flipless.metrics.outcomes import NUM_OUTCOMES
+#: Outcome codes have 3 bits (old correct, new correct, same answer): see flipless.metrics.outcomes.
+NUM_OUTCOMES = 8
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def largest_unsigned(values: np.ndarray, blocks: int) -> int:
+    """max(values) read as unsigned 64-bit integers: a negative value shows up as ≥ 2⁶³."""
+    size = values.shape[0]
+    per_block = (size + blocks - 1) // blocks
+    largest = np.zeros(blocks, dtype=np.uint64)
+    for block in numba.prange(blocks):
+        found = np.uint64(0)
+        for i in range(block * per_block, min(size, (block + 1) * per_block)):
+            value = np.uint64(values[i])
+            if value > found:
+                found = value
+        largest[block] = found
+    return largest.max()
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
