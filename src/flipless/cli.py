@@ -228,10 +228,13 @@ def gate(
         )
     for check in verdict.violations:
         console.print(
-            f"FAIL {check.rule} [{check.scope}]: {check.detail}", highlight=False, soft_wrap=True
+            f"FAIL {check.rule} [{check.scope}]: {check.detail}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
         )
     for skipped in verdict.skipped:
-        console.print(f"skip {skipped}", highlight=False, style="dim", soft_wrap=True)
+        console.print(f"skip {skipped}", markup=False, highlight=False, style="dim", soft_wrap=True)
     if not verdict.passed:
         raise typer.Exit(1)
     console.print(f"PASS: {len(verdict.checks)} check(s) hold.", highlight=False)
