@@ -95,6 +95,9 @@ SCORE_PREFIXES = ("logit", "logits", "score", "scores", "prob", "probs", "output
 
 _NUMBERED = re.compile(r"(?P<prefix>[A-Za-z]+)_(?P<number>[0-9]+)")
 _INTEGER_TEXT = re.compile(r"-?(0|[1-9][0-9]{0,17})")
+_RESULT_CONTENT = (
+    "a dict of tensors {'pred': [N], 'gt': [N], 'outputs': [N, C]} saved with torch.save"
+)
 _OPTIONS = {
     "id": "id_column= (CLI --id-col)",
     "label": "label_column= (CLI --label-col)",
@@ -252,14 +255,15 @@ def _load_jsonl(path: Path) -> pd.DataFrame:
 def _load_npz(path: Path) -> tuple[dict[str, np.ndarray], Any]:
     """The arrays of an npz archive (no pickles), and its ``class_names`` entry if any."""
     try:
-        archive = np.load(path, allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise FileFormatError(
-                f"{path} holds a single array of shape {archive.shape}; expected an npz "
-                "archive of named arrays (np.savez(path, ids=..., labels=..., logits=...))."
-            )
-        with archive:
-            arrays = {name: archive[name] for name in archive.files}
+        with path.open("rb") as stream:  # numpy leaves its own handle open when a zip is bad
+            archive = np.load(stream, allow_pickle=False)
+            if not isinstance(archive, np.lib.npyio.NpzFile):
+                raise FileFormatError(
+                    f"{path} holds a single array of shape {archive.shape}; expected an npz "
+                    "archive of named arrays (np.savez(path, ids=..., labels=..., logits=...))."
+                )
+            with archive:
+                arrays = {name: archive[name] for name in archive.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
         raise FileFormatError(
             f"{path} could not be read as an npz archive ({_first_line(error)}); the file may "
@@ -273,10 +277,6 @@ def _load_result(path: Path) -> tuple[dict[str, np.ndarray], Any]:
     """The tensors of a torch-saved prediction dict, loaded with ``weights_only=True`` only."""
     import torch
 
-    expected = (
-        "expected a dict of tensors {'pred': [N], 'gt': [N], 'outputs': [N, C]} saved with "
-        "torch.save"
-    )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # torch warns before refusing a pickle
@@ -286,16 +286,18 @@ def _load_result(path: Path) -> tuple[dict[str, np.ndarray], Any]:
             f"{path} is not a prediction dict that can be loaded safely: "
             f"torch.load(weights_only=True) refused it ({_unpickler_reason(error)}), so it "
             "holds objects other than tensors and plain containers, or is not a torch file. "
-            f"flipless never unpickles other objects; {expected} (plain tensors, no model "
-            "objects or custom classes), or export the predictions to npz or csv."
+            f"flipless never unpickles other objects; expected {_RESULT_CONTENT} (plain "
+            "tensors, no model objects or custom classes), or export the predictions to npz."
         ) from error
     except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as error:
         raise FileFormatError(
             f"{path} could not be read as a torch file ({_first_line(error)}); the file may be "
-            f"truncated or of another format. {expected[0].upper()}{expected[1:]}."
+            f"truncated or of another format. Expected {_RESULT_CONTENT}."
         ) from error
     if not isinstance(loaded, Mapping):
-        raise FileFormatError(f"{path} holds a {type(loaded).__name__}; {expected}.")
+        raise FileFormatError(
+            f"{path} holds a {type(loaded).__name__}; expected {_RESULT_CONTENT}."
+        )
     arrays = {
         str(key): to_numpy(value, f"{path}[{key!r}]")
         for key, value in loaded.items()
@@ -568,7 +570,7 @@ def _from_arrays(
         labels=_array_classes(arrays, found["label"], "labels", ids, source),
         predicted=_array_classes(arrays, found["prediction"], "predictions", ids, source),
         scores=scores,
-        extra=pd.DataFrame(extra),
+        extra=pd.DataFrame(extra, index=pd.RangeIndex(size)),
     )
 
 
@@ -631,8 +633,8 @@ def _ids(values: np.ndarray, source: str) -> np.ndarray:
         fractional = np.flatnonzero(values != np.round(values))
         if fractional.size:
             raise FileFormatError(
-                f"{source}: {fractional.size} id(s) are fractions ({first_few(values[fractional])});"
-                " expected integer or text ids."
+                f"{source}: {fractional.size} id(s) are fractions "
+                f"({first_few(values[fractional])}); expected integer or text ids."
             )
         return values.astype(np.int64)
     items = values.tolist()
