@@ -81,6 +81,13 @@ ScoreColumns = Annotated[
         help="Comma-separated score columns, or one list column (default: detected).",
     ),
 ]
+ClassNames = Annotated[
+    str | None,
+    typer.Option(
+        "--class-names",
+        help="Comma-separated class names in index order (default: from the files).",
+    ),
+]
 TopK = Annotated[
     int, typer.Option("--top-k", help="Count a model correct when the label is in its top k.")
 ]
@@ -99,6 +106,7 @@ def _read_comparison(
     label_col: str | None,
     pred_col: str | None,
     score_cols: str | None,
+    class_names: str | None,
     top_k: int,
     seed: int,
 ) -> Comparison:
@@ -106,7 +114,7 @@ def _read_comparison(
 
     columns: list[str] | str | None = score_cols
     if score_cols and "," in score_cols:
-        columns = [column.strip() for column in score_cols.split(",") if column.strip()]
+        columns = _split(score_cols)
     return compare_files(
         old,
         new,
@@ -117,8 +125,13 @@ def _read_comparison(
         label_column=label_col,
         prediction_column=pred_col,
         score_columns=columns,
+        class_names=_split(class_names) if class_names else None,
         seed=seed,
     )
+
+
+def _split(names: str) -> list[str]:
+    return [name.strip() for name in names.split(",") if name.strip()]
 
 
 def show_comparison(comparison: Comparison, top_flips: int, class_limit: int = 15) -> None:
@@ -150,12 +163,23 @@ def compare(
     label_col: LabelColumn = None,
     pred_col: PredictionColumn = None,
     score_cols: ScoreColumns = None,
+    class_names: ClassNames = None,
     top_k: TopK = 1,
     seed: Seed = 0,
 ) -> None:
     """Compare two models' predictions: flip rates, per class, per slice, biggest regressions."""
     comparison = _read_comparison(
-        old, new, slice_columns, inner_join, id_col, label_col, pred_col, score_cols, top_k, seed
+        old,
+        new,
+        slice_columns,
+        inner_join,
+        id_col,
+        label_col,
+        pred_col,
+        score_cols,
+        class_names,
+        top_k,
+        seed,
     )
     show_comparison(comparison, top_flips)
     if json_out is not None:
@@ -203,6 +227,7 @@ def gate(
     label_col: LabelColumn = None,
     pred_col: PredictionColumn = None,
     score_cols: ScoreColumns = None,
+    class_names: ClassNames = None,
     top_k: TopK = 1,
     seed: Seed = 0,
 ) -> None:
@@ -211,7 +236,17 @@ def gate(
     from flipless.metrics.schema import write_json
 
     comparison = _read_comparison(
-        old, new, slice_columns, inner_join, id_col, label_col, pred_col, score_cols, top_k, seed
+        old,
+        new,
+        slice_columns,
+        inner_join,
+        id_col,
+        label_col,
+        pred_col,
+        score_cols,
+        class_names,
+        top_k,
+        seed,
     )
     verdict = evaluate_gate(
         comparison,

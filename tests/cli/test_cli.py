@@ -137,3 +137,34 @@ def test_demo_shows_a_real_comparison(tmp_path):
 def test_version():
     result = runner.invoke(app, ["version"])
     assert result.exit_code == 0 and "flipless" in result.output
+
+
+def test_text_labels_with_scores_take_class_names_from_the_option(tmp_path):
+    rows = {"id": [1, 2, 3, 4], "label": ["cat", "dog", "owl", "cat"]}
+    old = pd.DataFrame(
+        {**rows, "logit_0": [3, 0, 0, 0], "logit_1": [0, 3, 0, 3], "logit_2": [0, 0, 3, 0]}
+    )
+    new = pd.DataFrame(
+        {**rows, "logit_0": [0, 0, 0, 3], "logit_1": [3, 3, 0, 0], "logit_2": [0, 0, 3, 0]}
+    )
+    old.to_csv(tmp_path / "old.csv", index=False)
+    new.to_csv(tmp_path / "new.csv", index=False)
+    out = tmp_path / "c.json"
+    result = runner.invoke(
+        app,
+        [
+            "compare",
+            str(tmp_path / "old.csv"),
+            str(tmp_path / "new.csv"),
+            "--class-names",
+            "cat,dog,owl",
+            "--json",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    comparison = Comparison.from_json(str(out))
+    # sample 1 (cat): old answers cat, new answers dog → the one negative flip
+    assert comparison.class_names == ("cat", "dog", "owl")
+    assert comparison.negative_flip_ids().tolist() == [1]
+    assert comparison.positive_flip_ids().tolist() == [4]
