@@ -415,3 +415,8 @@ def test_comparison_rejects_a_flip_matrix_of_the_wrong_shape():
 def test_comparison_rejects_an_outcome_table_of_the_wrong_shape():
     with pytest.raises(FliplessError, match=r"\(3, 7\)"):
         Comparison(class_outcomes=np.zeros((3, 7), np.int64), flip_matrix=np.zeros((3, 3)))
+
+
+def test_comparison_needs_a_flip_matrix_or_instances():
+    with pytest.raises(FliplessError, match="flip matrix"):
+        Comparison(class_outcomes=_hand_class_outcomes())

@@ -8,6 +8,7 @@ import pytest
 
 from flipless.errors import FliplessError
 from flipless.metrics.comparison import compare
+from flipless.metrics.counts import FlipCounts
 
 # The 14-sample, 3-class example of test_counts.py, with two slice columns and string ids.
 #
@@ -186,6 +187,12 @@ def test_per_slice_with_integer_groups():
     _assert_row(frame.loc[("g", 3)], PER_SLICE[("site", "north")])
 
 
+def test_per_slice_without_slices_is_empty():
+    frame = compare(OLD, NEW, LABELS).per_slice()
+    assert len(frame) == 0
+    assert set(COLUMNS) <= set(frame.columns)
+
+
 def test_per_slice_unknown_name_is_an_error(example):
     with pytest.raises(FliplessError, match="No slice named 'region'"):
         example.per_slice("region")
@@ -251,3 +258,60 @@ def test_instance_frame_all_flags(example):
     assert len(frame) == 14
     assert list(frame.index[frame["positive_flip"]]) == [1, 3]
     assert list(frame.index[frame["negative_flip"]]) == [2, 6, 9]
+
+
+def test_string_slice_with_missing_values_puts_them_last():
+    # site: b, missing, a, b, missing; outcomes: i0 BC, i1 NF, i2 BC, i3 PF, i4 BW same
+    c = compare(
+        [0, 1, 1, 0, 1], [0, 0, 1, 1, 1], [0, 1, 1, 1, 0], slices={"s": ["b", None, "a", "b", None]}
+    )
+    table = c.slices["s"]
+    assert table.groups[:2] == ("a", "b")
+    assert len(table.groups) == 3 and pd.isna(table.groups[2])
+    np.testing.assert_array_equal(table.outcomes.sum(axis=1), [1, 2, 2])
+    assert table.counts("b").positive_flips == 1
+    missing = FlipCounts.from_outcomes(table.outcomes[2])
+    assert (missing.negative_flips, missing.both_wrong_same) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pytest.param(np.array([1.0, np.nan, 2.0, 1.0, np.nan]), id="float-array"),
+        pytest.param([1.0, np.nan, 2.0, 1.0, np.nan], id="float-list"),
+        pytest.param([1, None, 2, 1, None], id="int-list-with-none"),
+    ],
+)
+def test_numeric_slice_with_missing_values_is_sorted_with_missing_last(values):
+    # slice_table documents "Groups are sorted (missing values last)"
+    c = compare([0, 1, 1, 0, 1], [0, 0, 1, 1, 1], [0, 1, 1, 1, 0], slices={"f": values})
+    groups = c.slices["f"].groups
+    assert groups[:2] == (1, 2), groups
+    assert len(groups) == 3 and pd.isna(groups[2]), groups
+    # i0 BC and i3 PF in group 1; i2 BC in group 2; i1 NF and i4 BW same in the missing group
+    np.testing.assert_array_equal(c.slices["f"].outcomes.sum(axis=1), [2, 1, 2])
+    assert c.slices["f"].counts(groups[0]).positive_flips == 1
+
+
+def test_confidence_is_the_softmax_of_the_predicted_class():
+    # logits [0, ln 3]: softmax (1/4, 3/4); logits [ln 4, 0, 0]: (4/6, 1/6, 1/6)
+    old = np.array([[0.0, np.log(3.0), -50.0], [np.log(4.0), 0.0, 0.0]])
+    c = compare(old, [1, 0], [1, 2])
+    frame = c.instance_frame()
+    np.testing.assert_allclose(frame["old_confidence"], [0.75, 4 / 6], rtol=1e-6)
+    assert "new_confidence" not in frame
+
+
+def test_probabilities_are_their_own_confidence():
+    probs = np.array([[0.2, 0.5, 0.3], [0.9, 0.05, 0.05]])
+    frame = compare(probs, probs, [1, 2]).instance_frame()
+    np.testing.assert_allclose(frame["new_confidence"], [0.5, 0.9], rtol=1e-6)
+
+
+def test_top_regressions_are_the_most_confident_negative_flips():
+    labels = [0, 0, 0, 0]
+    old = [0, 0, 0, 1]
+    # new model: wrong on 0, 1, 2 (negative flips) with confidences 0.6, 0.9, 0.7
+    new = np.array([[0.4, 0.6], [0.1, 0.9], [0.3, 0.7], [0.5, 0.5]])
+    frame = compare(old, new, labels, ids=["a", "b", "c", "d"]).top_regressions(2)
+    assert list(frame["id"]) == ["b", "c"]

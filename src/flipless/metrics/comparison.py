@@ -370,10 +370,16 @@ def slice_table(name: str, values: np.ndarray, codes: np.ndarray) -> SliceTable:
 
     Groups are sorted (missing values last); groups of mixed types keep their order of appearance.
     """
+    series = pd.Series(values).infer_objects()  # a list [1, None, 2] becomes floats with NaN
     try:
-        group_index, groups = pd.factorize(pd.Series(values), sort=True, use_na_sentinel=False)
-    except TypeError:
-        group_index, groups = pd.factorize(pd.Series(values), use_na_sentinel=False)
+        group_index, groups = pd.factorize(series, sort=True)
+    except TypeError:  # mixed types cannot be sorted
+        group_index, groups = pd.factorize(series)
+    groups = list(groups)
+    missing = group_index < 0
+    if missing.any():
+        group_index = np.where(missing, len(groups), group_index)
+        groups.append(series[missing].iloc[0])
     python_groups = tuple(g.item() if isinstance(g, np.generic) else g for g in groups)
     return SliceTable(name, python_groups, group_outcomes(codes, group_index, len(groups)))
 
