@@ -115,14 +115,24 @@ def index_array(values: Any, name: str) -> tuple[np.ndarray, int]:
     return array, largest
 
 
-def check_index_range(array: np.ndarray, largest: int, name: str, num_classes: int) -> None:
-    """Raise when an index array (with maximum ``largest``) reaches ``num_classes``."""
+def check_index_range(
+    array: np.ndarray,
+    largest: int,
+    name: str,
+    num_classes: int,
+    classes_from: str = "num_classes",
+) -> None:
+    """Raise when an index array (with maximum ``largest``) reaches ``num_classes``.
+
+    ``classes_from`` names where the number of classes came from, for the message.
+    """
     if largest >= num_classes:
         too_large = np.flatnonzero(array >= num_classes)
         raise InputError(
-            f"{name} holds {too_large.size} value(s) ≥ num_classes={num_classes} (positions "
+            f"{name} holds {too_large.size} value(s) ≥ {num_classes} (positions "
             f"{first_few(too_large)}: {first_few(array[too_large])}); expected indices in "
-            f"[0, {num_classes}). Pass the right num_classes."
+            f"[0, {num_classes}), as {classes_from} gives {num_classes} classes. Check the "
+            "indices, or the number of classes."
         )
 
 

@@ -442,10 +442,12 @@ def compare(
         raise MismatchError(
             f"{len(names)} class names but num_classes={num_classes}; expected one name per class."
         )
+    if num_classes is None and names is not None:
+        num_classes, classes_from = len(names), "class_names"
+    else:
+        classes_from = "num_classes"
     outputs, label_array, k = read_outputs(
-        {"old": old, "new": new},
-        labels,
-        num_classes if num_classes is not None else (len(names) if names else None),
+        {"old": old, "new": new}, labels, num_classes, classes_from
     )
     old_out, new_out = outputs["old"], outputs["new"]
     size = label_array.shape[0]

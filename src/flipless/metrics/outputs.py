@@ -84,12 +84,14 @@ def read_outputs(
     outputs: dict[str, Any],
     labels: Any,
     num_classes: int | None = None,
+    classes_from: str = "num_classes",
 ) -> tuple[dict[str, ModelOutputs], np.ndarray, int]:
     """Validate the outputs of several models (keyed by name) against the labels.
 
     The number of classes is ``num_classes`` if given, else the width of the scores, else
-    1 + the largest index seen. Scores of different widths are an error. Returns the outputs,
-    the labels as int64 and the number of classes.
+    1 + the largest index seen. Scores of different widths are an error. ``classes_from`` names
+    where ``num_classes`` came from, for messages. Returns the outputs, the labels as int64 and
+    the number of classes.
     """
     raws = {name: _raw(values, name) for name, values in outputs.items()}
     widths = {name: raw.shape[1] for name, raw in raws.items() if raw.ndim == 2}
@@ -100,15 +102,17 @@ def read_outputs(
             "classes were added, map the old model's classes into the new label space first."
         )
     if num_classes is not None:
-        num_classes = check_num_classes(num_classes, f"num_classes={num_classes}")
+        num_classes = check_num_classes(num_classes, f"{classes_from} ({num_classes} classes)")
         for name, width in widths.items():
             if width != num_classes:
                 raise MismatchError(
-                    f"The {name} scores have {width} columns but num_classes={num_classes}; "
+                    f"The {name} scores have {width} columns but {classes_from} gives "
+                    f"{num_classes} classes; "
                     "expected one column per class."
                 )
     elif widths:
         num_classes = next(iter(widths.values()))
+        classes_from = "the width of the scores"
 
     label_array, label_largest = index_array(labels, "labels")
     indices = {}
@@ -123,9 +127,9 @@ def read_outputs(
         num_classes = check_num_classes(
             largest + 1, f"The labels and predictions (largest index {largest})"
         )
-    check_index_range(label_array, label_largest, "labels", num_classes)
+    check_index_range(label_array, label_largest, "labels", num_classes, classes_from)
     for name, (array, top) in indices.items():
-        check_index_range(array, top, f"{name} predictions", num_classes)
+        check_index_range(array, top, f"{name} predictions", num_classes, classes_from)
     read = {
         name: ModelOutputs(scores[name].argmax(axis=1), scores[name])
         if name in scores
