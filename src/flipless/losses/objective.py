@@ -1,0 +1,156 @@
+"""The compatibility objective: cross-entropy plus focus-weighted compatibility terms.
+
+For terms j with per-sample losses ℓ_j (shape [N]) and focus weights w_j (shape [N]):
+
+    additive:  L = ce_weight · CE + Σ_j weight_j · (1/N) Σ_i w_ji ℓ_ji
+    convex:    L = (1 − Σ_j mix_j) · CE + Σ_j mix_j · (1/N) Σ_i w_ji ℓ_ji      (Σ mix ≤ 1)
+
+A term is either additive (``weight``) or convex (``mix``); both kinds may be combined, the
+cross-entropy then getting ``ce_weight · (1 − Σ mix)``. One normalisation for every term: the
+mean over the batch. Weights and losses are asserted to be [N] (the amazon-science code
+multiplied [N, 1] by [N], which broadcasts to [N, N]). Teacher logits are detached, so the
+old model never receives gradients, and the student is run once by the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from flipless.errors import InputError, MismatchError
+from flipless.losses import terms as term_functions
+from flipless.losses.focus import focus_weights
+
+#: Per-sample term functions by name and what they take besides the new logits.
+TERMS: dict[str, tuple[Callable[..., torch.Tensor], tuple[str, ...]]] = {
+    "kl": (term_functions.kl_divergence, ("teacher", "class_mask")),
+    "logit_matching": (term_functions.logit_matching, ("teacher", "class_mask")),
+    "ldi": (term_functions.logit_difference_inhibition, ("teacher", "labels", "class_mask")),
+    "strict_imitation": (term_functions.strict_imitation, ("teacher", "class_mask")),
+    "new_error": (term_functions.new_error, ("labels",)),
+    "binary_kl": (term_functions.binary_kl_divergence, ("teacher",)),
+    "binary_strict_imitation": (term_functions.binary_strict_imitation, ("teacher",)),
+    "binary_new_error": (term_functions.binary_new_error, ("labels",)),
+}
+BINARY_TERMS = {"binary_kl", "binary_strict_imitation", "binary_new_error"}
+
+
+@dataclass(frozen=True)
+class Term:
+    """One compatibility term with its focus rule and its strength.
+
+    Exactly one of ``weight`` (additive λ) and ``mix`` (convex a ∈ [0, 1]) is set.
+    ``options`` are passed to the term function (temperature, margin, top_k, …).
+    """
+
+    kind: str
+    focus: str = "all"
+    base: float = 1.0
+    boost: float = 0.0
+    weight: float | None = None
+    mix: float | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in TERMS:
+            raise InputError(f"Unknown term {self.kind!r}; expected one of {', '.join(TERMS)}.")
+        if (self.weight is None) == (self.mix is None):
+            raise InputError(
+                f"Term {self.kind!r}: give exactly one of weight (additive) or mix (convex)."
+            )
+        if self.weight is not None and self.weight < 0:
+            raise InputError(f"Term {self.kind!r}: weight={self.weight}; expected ≥ 0.")
+        if self.mix is not None and not 0.0 <= self.mix <= 1.0:
+            raise InputError(f"Term {self.kind!r}: mix={self.mix}; expected a value in [0, 1].")
+
+
+class CompatibilityLoss(nn.Module):
+    """Cross-entropy plus compatibility terms; ``forward`` returns (total, parts for logging).
+
+    Example (focal distillation, Yan et al. CVPR 2021)::
+
+        loss = CompatibilityLoss([Term("kl", focus="old_correct", base=1, boost=5,
+                                       weight=1.0, options={"temperature": 100})])
+        total, parts = loss(new_logits, labels, teacher_logits)
+    """
+
+    def __init__(self, terms: Sequence[Term], ce_weight: float = 1.0) -> None:
+        super().__init__()
+        self.terms = tuple(terms)
+        if ce_weight < 0:
+            raise InputError(f"ce_weight={ce_weight}; expected ≥ 0.")
+        total_mix = sum(term.mix or 0.0 for term in self.terms)
+        if total_mix > 1.0 + 1e-12:
+            raise InputError(f"The terms' mix values add up to {total_mix}; expected at most 1.")
+        self.ce_weight = ce_weight * (1.0 - total_mix)
+        self.multilabel = any(term.kind in BINARY_TERMS for term in self.terms)
+        if self.multilabel and not all(term.kind in BINARY_TERMS for term in self.terms):
+            raise InputError("Binary (sigmoid) terms cannot be combined with softmax terms.")
+
+    def forward(
+        self,
+        new_logits: torch.Tensor,
+        labels: torch.Tensor,
+        teacher_logits: torch.Tensor | None = None,
+        sample_weights: torch.Tensor | None = None,
+        class_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        size = new_logits.shape[0]
+        if labels.shape[0] != size:
+            raise MismatchError(f"{labels.shape[0]} labels for {size} samples; expected one each.")
+        if teacher_logits is not None and teacher_logits.shape != new_logits.shape:
+            raise MismatchError(
+                f"teacher logits {tuple(teacher_logits.shape)} and new logits "
+                f"{tuple(new_logits.shape)} differ; expected the same shape."
+            )
+        if self.multilabel:
+            base_loss = term_functions.binary_new_error(new_logits, labels).mean()
+        else:
+            base_loss = F.cross_entropy(new_logits, labels)
+        parts = {"cross_entropy": base_loss.detach()}
+        total = self.ce_weight * base_loss
+        for index, term in enumerate(self.terms):
+            function, needs = TERMS[term.kind]
+            if "teacher" in needs and teacher_logits is None:
+                raise InputError(f"Term {term.kind!r} needs teacher logits; none were given.")
+            teacher = teacher_logits.detach() if teacher_logits is not None else None
+            arguments = {
+                "teacher": {"teacher_logits": teacher},
+                "labels": {"labels": labels},
+                "class_mask": {"class_mask": class_mask},
+            }
+            kwargs: dict[str, Any] = dict(term.options)
+            for need in needs:
+                kwargs.update(arguments[need])
+            per_sample = function(new_logits, **kwargs)
+            if teacher is None and term.focus in ("old_correct", "neg_flip"):
+                raise InputError(
+                    f"Term {term.kind!r} focuses on {term.focus!r}, which needs the teacher's "
+                    "logits to know where the old model was right; none were given."
+                )
+            focus_teacher = teacher if teacher is not None else new_logits.detach()
+            weights = focus_weights(
+                term.focus,
+                new_logits,
+                focus_teacher,
+                labels,
+                term.base,
+                term.boost,
+                sample_weights,
+                self.multilabel,
+            )
+            if per_sample.shape != (size,) or weights.shape != (size,):
+                raise MismatchError(
+                    f"Term {term.kind!r} gave losses {tuple(per_sample.shape)} and weights "
+                    f"{tuple(weights.shape)}; expected both ({size},)."
+                )
+            value = (weights * per_sample).mean()
+            parts[f"{index}:{term.kind}"] = value.detach()
+            total = total + (term.weight if term.weight is not None else term.mix) * value
+        parts["total"] = total.detach()
+        return total, parts
