@@ -1,0 +1,107 @@
+"""Losses by name: the published presets, so that configs and the command line can say ``fd-kl``.
+
+=====================  ==================================================================  ==========================
+name                   terms                                                               source
+=====================  ==================================================================  ==========================
+``fd-kl``              KL, T = 100, focus old_correct, base 1, boost 5, weight 1           Yan et al., CVPR 2021
+``fd-lm``              logit matching, focus old_correct, base 1, boost 5, weight 1        Yan et al., CVPR 2021
+``ldi``                LDI, p = 2, margin 0.5, mix 0.5                                     Zhao et al., 2022 (ELODI)
+``elodi``              LDI, p = 2, margin 0, mix 0.8 (use with an ensemble teacher)         Zhao et al., 2022
+``strict-imitation``   soft cross-entropy to the teacher, focus old_correct (0 + 1·m), λ 1  Srivastava et al., 2020
+``new-error``          cross-entropy, focus old_correct (0 + 1·m), λ 1                      Srivastava et al., 2020
+=====================  ==================================================================  ==========================
+
+:func:`build_loss` takes overrides: a term field (``focus``, ``base``, ``boost``, ``weight``,
+``mix``) or an option of the term function (``temperature``, ``margin``, ``top_k``, …).
+A preset is a small function registered with :func:`register`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from flipless.errors import InputError
+from flipless.losses.objective import TERMS, CompatibilityLoss, Term
+
+PRESETS: dict[str, Callable[[], Term]] = {}
+
+
+def register(name: str) -> Callable[[Callable[[], Term]], Callable[[], Term]]:
+    """Register a function that returns a preset's :class:`Term` under ``name``."""
+
+    def add(factory: Callable[[], Term]) -> Callable[[], Term]:
+        if name in PRESETS:
+            raise InputError(f"A loss named {name!r} is already registered.")
+        PRESETS[name] = factory
+        return factory
+
+    return add
+
+
+@register("fd-kl")
+def focal_kl() -> Term:
+    return Term(
+        "kl", focus="old_correct", base=1.0, boost=5.0, weight=1.0, options={"temperature": 100.0}
+    )
+
+
+@register("fd-lm")
+def focal_logit_matching() -> Term:
+    return Term("logit_matching", focus="old_correct", base=1.0, boost=5.0, weight=1.0)
+
+
+@register("ldi")
+def ldi() -> Term:
+    return Term("ldi", mix=0.5, options={"power": 2.0, "margin": 0.5})
+
+
+@register("elodi")
+def elodi() -> Term:
+    return Term("ldi", mix=0.8, options={"power": 2.0, "margin": 0.0})
+
+
+@register("strict-imitation")
+def strict_imitation() -> Term:
+    return Term("strict_imitation", focus="old_correct", base=0.0, boost=1.0, weight=1.0)
+
+
+@register("new-error")
+def new_error() -> Term:
+    return Term("new_error", focus="old_correct", base=0.0, boost=1.0, weight=1.0)
+
+
+TERM_FIELDS = {"focus", "base", "boost", "weight", "mix"}
+
+
+def preset_term(name: str, **overrides: Any) -> Term:
+    """The preset's term with ``overrides`` applied (checked against what the term accepts)."""
+    if name not in PRESETS:
+        raise InputError(f"Unknown loss {name!r}; expected one of {', '.join(sorted(PRESETS))}.")
+    term = PRESETS[name]()
+    fields = {key: value for key, value in overrides.items() if key in TERM_FIELDS}
+    options = {key: value for key, value in overrides.items() if key not in TERM_FIELDS}
+    accepted = set(inspect.signature(TERMS[term.kind][0]).parameters) - {
+        "new_logits",
+        "teacher_logits",
+        "labels",
+        "class_mask",
+    }
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise InputError(
+            f"Loss {name!r} has no setting {', '.join(map(repr, unknown))}; expected term fields "
+            f"{sorted(TERM_FIELDS)} or options {sorted(accepted)}."
+        )
+    if "mix" in fields and "weight" not in fields:
+        fields["weight"] = None
+    if "weight" in fields and "mix" not in fields:
+        fields["mix"] = None
+    return dataclasses.replace(term, **fields, options={**term.options, **options})
+
+
+def build_loss(name: str, ce_weight: float = 1.0, **overrides: Any) -> CompatibilityLoss:
+    """A :class:`CompatibilityLoss` from a preset name, e.g. ``build_loss("fd-kl", temperature=10)``."""
+    return CompatibilityLoss([preset_term(name, **overrides)], ce_weight=ce_weight)
