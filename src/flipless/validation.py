@@ -136,14 +136,6 @@ def check_index_range(
         )
 
 
-def check_labels(values: Any, name: str, num_classes: int | None = None) -> np.ndarray:
-    """Return ``values`` as a 1-D int64 array of class indices in ``[0, num_classes)``."""
-    array, largest = index_array(values, name)
-    if num_classes is not None:
-        check_index_range(array, largest, name, num_classes)
-    return array
-
-
 def check_scores(values: Any, name: str) -> np.ndarray:
     """Return ``values`` as a finite 2-D float array of shape [N, C] with C ≥ 2."""
     array = to_numpy(values, name)
