@@ -187,6 +187,23 @@ class ModelTeacher:
         out = self.raw_logits(inputs)
         return out if self.label_map is None else self.label_map.expand(out)
 
+    def features(self, inputs: Any) -> torch.Tensor:
+        """The old model's representation [N, D] from ``model.features`` (for CNA), detached."""
+        extract = getattr(self.model, "features", None)
+        if not callable(extract):
+            raise InputError(
+                f"the teacher model ({type(self.model).__name__}) has no features() method; "
+                "feature terms need models that expose their penultimate representation."
+            )
+        if self.model.training:
+            self.model.eval()
+        with torch.no_grad():
+            out = extract(inputs)
+        if not isinstance(out, torch.Tensor) or out.ndim != 2:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise InputError(f"the teacher's features() must return [N, D]; got {got}.")
+        return out.detach()
+
 
 class EnsembleTeacher:
     """Weighted mean of several old models, of logits or of probabilities (METHODS §2.3)."""

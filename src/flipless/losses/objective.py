@@ -14,6 +14,7 @@ old model never receives gradients, and the student is run once by the caller.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,20 +24,47 @@ import torch.nn.functional as F
 from torch import nn
 
 from flipless.errors import InputError, MismatchError
+from flipless.losses import features as feature_terms
 from flipless.losses import terms as term_functions
 from flipless.losses.focus import focus_weights
 
-#: Per-sample term functions by name and what they take besides the new logits.
+#: Per-sample term functions by name and the inputs they take, by argument name.
 TERMS: dict[str, tuple[Callable[..., torch.Tensor], tuple[str, ...]]] = {
-    "kl": (term_functions.kl_divergence, ("teacher", "class_mask")),
-    "logit_matching": (term_functions.logit_matching, ("teacher", "class_mask")),
-    "ldi": (term_functions.logit_difference_inhibition, ("teacher", "labels", "class_mask")),
-    "strict_imitation": (term_functions.strict_imitation, ("teacher", "class_mask")),
-    "new_error": (term_functions.new_error, ("labels",)),
-    "binary_kl": (term_functions.binary_kl_divergence, ("teacher",)),
-    "binary_strict_imitation": (term_functions.binary_strict_imitation, ("teacher",)),
-    "binary_new_error": (term_functions.binary_new_error, ("labels",)),
+    "kl": (term_functions.kl_divergence, ("new_logits", "teacher_logits", "class_mask")),
+    "logit_matching": (
+        term_functions.logit_matching,
+        ("new_logits", "teacher_logits", "class_mask"),
+    ),
+    "ldi": (
+        term_functions.logit_difference_inhibition,
+        ("new_logits", "teacher_logits", "labels", "class_mask"),
+    ),
+    "strict_imitation": (
+        term_functions.strict_imitation,
+        ("new_logits", "teacher_logits", "class_mask"),
+    ),
+    "new_error": (term_functions.new_error, ("new_logits", "labels")),
+    "binary_kl": (term_functions.binary_kl_divergence, ("new_logits", "teacher_logits")),
+    "binary_strict_imitation": (
+        term_functions.binary_strict_imitation,
+        ("new_logits", "teacher_logits"),
+    ),
+    "binary_new_error": (term_functions.binary_new_error, ("new_logits", "labels")),
+    "bct": (feature_terms.bct_influence, ("new_features", "labels")),
+    "cna": (
+        feature_terms.contrastive_neighbourhood_alignment,
+        ("new_features", "teacher_features"),
+    ),
 }
+#: The batch inputs a term can take; everything else a term function accepts is an option.
+INPUTS = (
+    "new_logits",
+    "teacher_logits",
+    "labels",
+    "class_mask",
+    "new_features",
+    "teacher_features",
+)
 BINARY_TERMS = {"binary_kl", "binary_strict_imitation", "binary_new_error"}
 
 
@@ -67,6 +95,25 @@ class Term:
             raise InputError(f"Term {self.kind!r}: weight={self.weight}; expected ≥ 0.")
         if self.mix is not None and not 0.0 <= self.mix <= 1.0:
             raise InputError(f"Term {self.kind!r}: mix={self.mix}; expected a value in [0, 1].")
+        parameters = inspect.signature(TERMS[self.kind][0]).parameters
+        accepted = set(parameters) - set(INPUTS)
+        unknown = sorted(set(self.options) - accepted)
+        if unknown:
+            raise InputError(
+                f"Term {self.kind!r} has no option {', '.join(map(repr, unknown))}; "
+                f"expected some of {sorted(accepted)}."
+            )
+        required = [
+            name
+            for name in accepted
+            if parameters[name].default is inspect.Parameter.empty and name not in self.options
+        ]
+        if required:
+            hint = " (OldHead.from_model(old_model) or OldHead.from_file(path))"
+            raise InputError(
+                f"Term {self.kind!r} needs the option {', '.join(map(repr, required))}"
+                f"{hint if 'old_head' in required else ''}."
+            )
 
 
 class CompatibilityLoss(nn.Module):
@@ -77,6 +124,10 @@ class CompatibilityLoss(nn.Module):
         loss = CompatibilityLoss([Term("kl", focus="old_correct", base=1, boost=5,
                                        weight=1.0, options={"temperature": 100})])
         total, parts = loss(new_logits, labels, teacher_logits)
+
+    Feature terms (``bct``, ``cna``) also take ``new_features`` (and ``teacher_features``),
+    the penultimate representations [N, D]. Modules among the options (BCT's old head) are
+    registered here, so ``loss.to(device)`` moves them with the loss.
     """
 
     def __init__(self, terms: Sequence[Term], ce_weight: float = 1.0) -> None:
@@ -91,6 +142,25 @@ class CompatibilityLoss(nn.Module):
         self.multilabel = any(term.kind in BINARY_TERMS for term in self.terms)
         if self.multilabel and not all(term.kind in BINARY_TERMS for term in self.terms):
             raise InputError("Binary (sigmoid) terms cannot be combined with softmax terms.")
+        self.option_modules = nn.ModuleList(
+            value
+            for term in self.terms
+            for value in term.options.values()
+            if isinstance(value, nn.Module)
+        )
+
+    @property
+    def needs_features(self) -> bool:
+        """Whether a term works on features, so the caller must pass ``new_features``."""
+        return any("new_features" in TERMS[term.kind][1] for term in self.terms)
+
+    @property
+    def needs_teacher(self) -> bool:
+        """Whether a term or a focus rule needs the teacher's logits."""
+        return any(
+            "teacher_logits" in TERMS[term.kind][1] or term.focus in ("old_correct", "neg_flip")
+            for term in self.terms
+        )
 
     def forward(
         self,
@@ -99,6 +169,8 @@ class CompatibilityLoss(nn.Module):
         teacher_logits: torch.Tensor | None = None,
         sample_weights: torch.Tensor | None = None,
         class_mask: torch.Tensor | None = None,
+        new_features: torch.Tensor | None = None,
+        teacher_features: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         size = new_logits.shape[0]
         if labels.shape[0] != size:
@@ -108,31 +180,44 @@ class CompatibilityLoss(nn.Module):
                 f"teacher logits {tuple(teacher_logits.shape)} and new logits "
                 f"{tuple(new_logits.shape)} differ; expected the same shape."
             )
+        for name, features in (("new", new_features), ("teacher", teacher_features)):
+            if features is not None and features.shape[0] != size:
+                raise MismatchError(
+                    f"{name} features have {features.shape[0]} rows for {size} samples; "
+                    "expected one row per sample."
+                )
         if self.multilabel:
             base_loss = term_functions.binary_new_error(new_logits, labels).mean()
         else:
             base_loss = F.cross_entropy(new_logits, labels)
         parts = {"cross_entropy": base_loss.detach()}
         total = self.ce_weight * base_loss
+        teacher = teacher_logits.detach() if teacher_logits is not None else None
+        inputs: dict[str, torch.Tensor | None] = {
+            "new_logits": new_logits,
+            "teacher_logits": teacher,
+            "labels": labels,
+            "class_mask": class_mask,
+            "new_features": new_features,
+            "teacher_features": (
+                teacher_features.detach() if teacher_features is not None else None
+            ),
+        }
         for index, term in enumerate(self.terms):
             function, needs = TERMS[term.kind]
-            if "teacher" in needs and teacher_logits is None:
-                raise InputError(f"Term {term.kind!r} needs teacher logits; none were given.")
-            teacher = teacher_logits.detach() if teacher_logits is not None else None
-            arguments = {
-                "teacher": {"teacher_logits": teacher},
-                "labels": {"labels": labels},
-                "class_mask": {"class_mask": class_mask},
-            }
-            kwargs: dict[str, Any] = dict(term.options)
-            for need in needs:
-                kwargs.update(arguments[need])
-            per_sample = function(new_logits, **kwargs)
+            missing = [need for need in needs if need != "class_mask" and inputs[need] is None]
+            if missing:
+                raise InputError(
+                    f"Term {term.kind!r} needs {', '.join(missing)}; none were given "
+                    "(features come from model.features(x) of the new and the old model)."
+                )
             if teacher is None and term.focus in ("old_correct", "neg_flip"):
                 raise InputError(
                     f"Term {term.kind!r} focuses on {term.focus!r}, which needs the teacher's "
                     "logits to know where the old model was right; none were given."
                 )
+            arguments = {need: inputs[need] for need in needs}
+            per_sample = function(**arguments, **term.options)
             focus_teacher = teacher if teacher is not None else new_logits.detach()
             weights = focus_weights(
                 term.focus,

@@ -9,30 +9,34 @@ name                   terms                                                    
 ``elodi``              LDI, p = 2, margin 0, mix 0.8 (use with an ensemble teacher)         Zhao et al., 2022
 ``strict-imitation``   soft cross-entropy to the teacher, focus old_correct (0 + 1·m), λ 1  Srivastava et al., 2020
 ``new-error``          cross-entropy, focus old_correct (0 + 1·m), λ 1                      Srivastava et al., 2020
+``bct``                influence loss through the frozen old head (``old_head=``), λ 1       Shen et al., CVPR 2020
+``cna``                contrastive neighbourhood alignment, τ = 0.01, λ 1                  METHODS.md §2.2
 =====================  ==================================================================  ==========================
 
 :func:`build_loss` takes overrides: a term field (``focus``, ``base``, ``boost``, ``weight``,
 ``mix``) or an option of the term function (``temperature``, ``margin``, ``top_k``, …).
-A preset is a small function registered with :func:`register`.
+A preset is a small function registered with :func:`register` that returns the
+:class:`Term` fields (``kind``, ``focus``, …, ``options``) as a dict; the term is built, and
+checked, once the overrides are in (``bct`` cannot exist without its ``old_head``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 from collections.abc import Callable
 from typing import Any
 
 from flipless.errors import InputError
-from flipless.losses.objective import TERMS, CompatibilityLoss, Term
+from flipless.losses.objective import INPUTS, TERMS, CompatibilityLoss, Term
 
-PRESETS: dict[str, Callable[[], Term]] = {}
+Preset = Callable[[], dict[str, Any]]
+PRESETS: dict[str, Preset] = {}
 
 
-def register(name: str) -> Callable[[Callable[[], Term]], Callable[[], Term]]:
-    """Register a function that returns a preset's :class:`Term` under ``name``."""
+def register(name: str) -> Callable[[Preset], Preset]:
+    """Register a function that returns a preset's :class:`Term` fields under ``name``."""
 
-    def add(factory: Callable[[], Term]) -> Callable[[], Term]:
+    def add(factory: Preset) -> Preset:
         if name in PRESETS:
             raise InputError(f"A loss named {name!r} is already registered.")
         PRESETS[name] = factory
@@ -42,35 +46,62 @@ def register(name: str) -> Callable[[Callable[[], Term]], Callable[[], Term]]:
 
 
 @register("fd-kl")
-def focal_kl() -> Term:
-    return Term(
-        "kl", focus="old_correct", base=1.0, boost=5.0, weight=1.0, options={"temperature": 100.0}
-    )
+def focal_kl() -> dict[str, Any]:
+    return {
+        "kind": "kl",
+        "focus": "old_correct",
+        "base": 1.0,
+        "boost": 5.0,
+        "weight": 1.0,
+        "options": {"temperature": 100.0},
+    }
 
 
 @register("fd-lm")
-def focal_logit_matching() -> Term:
-    return Term("logit_matching", focus="old_correct", base=1.0, boost=5.0, weight=1.0)
+def focal_logit_matching() -> dict[str, Any]:
+    return {
+        "kind": "logit_matching",
+        "focus": "old_correct",
+        "base": 1.0,
+        "boost": 5.0,
+        "weight": 1.0,
+    }
 
 
 @register("ldi")
-def ldi() -> Term:
-    return Term("ldi", mix=0.5, options={"power": 2.0, "margin": 0.5})
+def ldi() -> dict[str, Any]:
+    return {"kind": "ldi", "mix": 0.5, "options": {"power": 2.0, "margin": 0.5}}
 
 
 @register("elodi")
-def elodi() -> Term:
-    return Term("ldi", mix=0.8, options={"power": 2.0, "margin": 0.0})
+def elodi() -> dict[str, Any]:
+    return {"kind": "ldi", "mix": 0.8, "options": {"power": 2.0, "margin": 0.0}}
 
 
 @register("strict-imitation")
-def strict_imitation() -> Term:
-    return Term("strict_imitation", focus="old_correct", base=0.0, boost=1.0, weight=1.0)
+def strict_imitation() -> dict[str, Any]:
+    return {
+        "kind": "strict_imitation",
+        "focus": "old_correct",
+        "base": 0.0,
+        "boost": 1.0,
+        "weight": 1.0,
+    }
 
 
 @register("new-error")
-def new_error() -> Term:
-    return Term("new_error", focus="old_correct", base=0.0, boost=1.0, weight=1.0)
+def new_error() -> dict[str, Any]:
+    return {"kind": "new_error", "focus": "old_correct", "base": 0.0, "boost": 1.0, "weight": 1.0}
+
+
+@register("bct")
+def backward_compatible_training() -> dict[str, Any]:
+    return {"kind": "bct", "weight": 1.0}
+
+
+@register("cna")
+def contrastive_neighbourhood_alignment() -> dict[str, Any]:
+    return {"kind": "cna", "weight": 1.0, "options": {"temperature": 0.01}}
 
 
 TERM_FIELDS = {"focus", "base", "boost", "weight", "mix"}
@@ -80,15 +111,10 @@ def preset_term(name: str, **overrides: Any) -> Term:
     """The preset's term with ``overrides`` applied (checked against what the term accepts)."""
     if name not in PRESETS:
         raise InputError(f"Unknown loss {name!r}; expected one of {', '.join(sorted(PRESETS))}.")
-    term = PRESETS[name]()
+    spec = PRESETS[name]()
     fields = {key: value for key, value in overrides.items() if key in TERM_FIELDS}
     options = {key: value for key, value in overrides.items() if key not in TERM_FIELDS}
-    accepted = set(inspect.signature(TERMS[term.kind][0]).parameters) - {
-        "new_logits",
-        "teacher_logits",
-        "labels",
-        "class_mask",
-    }
+    accepted = set(inspect.signature(TERMS[spec["kind"]][0]).parameters) - set(INPUTS)
     unknown = sorted(set(options) - accepted)
     if unknown:
         raise InputError(
@@ -99,7 +125,9 @@ def preset_term(name: str, **overrides: Any) -> Term:
         fields["weight"] = None
     if "weight" in fields and "mix" not in fields:
         fields["mix"] = None
-    return dataclasses.replace(term, **fields, options={**term.options, **options})
+    spec.update(fields)
+    spec["options"] = {**spec.get("options", {}), **options}
+    return Term(**spec)
 
 
 def build_loss(name: str, ce_weight: float = 1.0, **overrides: Any) -> CompatibilityLoss:

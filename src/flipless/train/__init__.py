@@ -1,0 +1,1 @@
+"""Compatible training: models and data that ship, and the training loop."""
