@@ -66,7 +66,7 @@ def test_texts_collate_to_a_list_of_strings() -> None:
 @pytest.mark.parametrize(
     ("change", "match"),
     [
-        ({"inputs": torch.zeros(6, 2, dtype=torch.float64)}, "expected float32"),
+        ({"inputs": torch.zeros(6, 2, dtype=torch.int64)}, "expected a floating tensor"),
         ({"inputs": np.zeros((6, 2), dtype=np.float32)}, "inputs is ndarray"),
         ({"inputs": ["a", 1, "c", "d", "e", "f"]}, r"non-string items at positions 1"),
         ({"labels": torch.zeros(6, dtype=torch.int32)}, "labels is torch.int32"),

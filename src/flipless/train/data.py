@@ -30,7 +30,7 @@ class LabeledData(Dataset):
     """One split of a labelled data set; checked on construction.
 
     Attributes:
-        inputs: float32 tensor [N, ...], or a list of N strings (texts).
+        inputs: a floating tensor [N, ...] (float32 usually), or a list of N strings (texts).
         labels: int64 tensor [N], each in [0, len(class_names)).
         ids: int64 tensor [N], unique within the split.
         class_names: one name per class, in index order, unique.
@@ -233,10 +233,11 @@ def _check_inputs(inputs: Any, where: str) -> int:
             f"{where}: inputs is {type(inputs).__name__}; expected a float32 tensor [N, ...] or "
             "a list of strings. Build the data with LabeledData.from_arrays to convert."
         )
-    if inputs.dtype != torch.float32 or inputs.ndim < 1:
+    if not inputs.is_floating_point() or inputs.ndim < 1:
         raise InputError(
             f"{where}: inputs is a {inputs.dtype} tensor of shape {tuple(inputs.shape)}; "
-            "expected float32 [N, ...]. Convert with .float() (images scaled to [0, 1])."
+            "expected a floating tensor [N, ...] (float32 usually, float64 for exact checks). "
+            "Convert with .float() (images scaled to [0, 1])."
         )
     return int(inputs.shape[0])
 
