@@ -123,15 +123,27 @@ def test_missing_ids_are_an_error_unless_inner_join(tmp_path):
     assert Comparison.from_json(str(tmp_path / "c.json")).counts.total == 10
 
 
-def test_demo_shows_a_real_comparison(tmp_path):
-    out = tmp_path / "demo.json"
-    result = runner.invoke(app, ["demo", "--json", str(out)])
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_demo_trains_compatible_models_and_writes_their_comparisons(tmp_path):
+    out = tmp_path / "demo"
+    result = runner.invoke(app, ["demo", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "Per true class" in result.output and "Biggest regressions" in result.output
-    comparison = Comparison.from_json(str(out))
-    assert comparison.counts.total == 899  # half of scikit-learn's 1797 digits
-    assert comparison.accuracy_new > comparison.accuracy_old  # more data helped on average …
-    assert comparison.negative_flips > 0  # … and still broke some digits
+    assert "New models against the old one" in result.output
+    assert "Biggest regressions" in result.output and "release gate" in result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["methods"]) == ["cross-entropy", "fd-kl", "ldi"]
+    plain = Comparison.from_json(str(out / "cross-entropy.json"))
+    assert plain.counts.total == 451  # the digits test split
+    assert plain.accuracy_new > plain.accuracy_old  # more data helped on average …
+    assert plain.negative_flips > 0  # … and still broke some digits
+    for name in ("fd-kl", "ldi"):  # the compatible updates break fewer
+        compatible = Comparison.from_json(str(out / f"{name}.json"))
+        assert compatible.negative_flips < plain.negative_flips
+        assert summary["methods"][name]["negative_flips"] == compatible.negative_flips
+    again = runner.invoke(app, ["demo", "--out", str(tmp_path / "again")])
+    assert again.exit_code == 0, again.output
+    assert json.loads((tmp_path / "again" / "summary.json").read_text()) == summary  # seeded
 
 
 def test_version():

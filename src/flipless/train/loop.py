@@ -527,6 +527,11 @@ class Trainer:
         self._call_hooks("on_fit_start")
         comparison: Comparison | None = None
         with progress:
+            if state is not None:
+                progress.note(
+                    f"resuming from {self.output_dir / 'checkpoint.pt'}: epoch {start_epoch + 1}"
+                    f", step {self.step} ({len(history)} of {settings.epochs} epochs done)"
+                )
             for epoch in range(start_epoch, settings.epochs):
                 self.epoch = epoch
                 record = self._train_epoch(student, epoch, partial, history, best, progress)

@@ -79,6 +79,15 @@ class Progress:
             self._bar.update(self._task, advance=self._pending, loss=f"{float(loss):.4f}")
             self._pending, self._shown = 0, now
 
+    def note(self, text: str) -> None:
+        """A one-off message (e.g. where a run resumes), unless the mode is ``"none"``."""
+        if self.mode == "none":
+            return
+        if self._bar is not None:
+            self._bar.console.print(text, markup=False)
+        else:
+            print(text, flush=True)
+
     def epoch_done(self, record: Any) -> None:
         if self._bar is not None and self._pending:
             self._bar.update(self._task, advance=self._pending)

@@ -1,0 +1,248 @@
+"""Run a whole compatible update from a :class:`~flipless.train.config.RunConfig`.
+
+data → update scenario → old model (loaded, or trained on the old split) → teacher (the old
+model, or its logits cached once) → objective → :func:`~flipless.train.loop.fit` on the new
+split with selection on validation → the kept model measured against the old one on test.
+
+Files written to ``output_dir``: ``config.json`` (the checked config), ``old.safetensors``
+(when the old model is trained here), ``teacher.safetensors`` (cached logits), ``new/`` (the
+loop's checkpoints), ``model.safetensors`` (the kept new model), ``test_comparison.json`` and
+``summary.json`` (history, test metrics, seeds and data sizes).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from flipless.errors import InputError
+from flipless.metrics.comparison import Comparison, compare
+from flipless.train import datasets
+from flipless.train.config import RunConfig
+from flipless.train.data import LabeledData
+from flipless.train.loop import FitResult, TrainSettings, fit
+from flipless.train.models import build_model, load_model, save_model
+from flipless.train.scenario import UpdateScenario, make_update_scenario, massive_update_scenario
+
+
+@dataclass
+class RunOutcome:
+    """What :func:`run_config` produced."""
+
+    scenario: UpdateScenario
+    old_model: nn.Module
+    result: FitResult
+    test_comparison: Comparison
+    output_dir: Path
+
+
+def load_scenario(config: RunConfig) -> UpdateScenario:
+    """The data set named in the config, cut into the update scenario."""
+    data = config.data
+    if data.name == "massive" and (Path(data.path) / "updated").is_dir():
+        return massive_update_scenario(data.path)
+    loaders = {
+        "digits": lambda: datasets.load_digits(seed=config.seed),
+        "fashion-mnist": lambda: datasets.load_fashion_mnist(data.path),
+        "cifar10": lambda: datasets.load_cifar10(data.path),
+        "massive": lambda: datasets.load_massive(data.path),
+        "banking77": lambda: datasets.load_banking77(data.path),
+        "image-folder": lambda: datasets.load_image_folder(data.path, image_size=data.image_size),
+    }
+    return make_update_scenario(
+        loaders[data.name](),
+        old_fraction=data.old_fraction,
+        old_classes=data.old_classes,
+        validation_fraction=data.validation_fraction,
+        seed=config.seed,
+    )
+
+
+def model_settings(config: RunConfig, sample: LabeledData) -> dict[str, Any]:
+    """The model's settings, with sizes the data decides filled in when not given."""
+    settings = dict(config.model.settings)
+    settings.setdefault("num_classes", sample.num_classes)
+    if isinstance(sample.inputs, torch.Tensor):
+        shape = tuple(sample.inputs.shape[1:])
+        if config.model.name == "mlp":
+            settings.setdefault("in_features", int(np.prod(shape)))
+        elif config.model.name in ("cnn", "resnet18"):
+            settings.setdefault("in_channels", shape[0])
+            settings.setdefault("image_size", list(shape[1:]) if shape[1] != shape[2] else shape[1])
+    return settings
+
+
+def _optimizer(config: RunConfig):
+    settings = config.optimizer
+
+    def make(parameters):
+        if settings.name == "sgd":
+            return torch.optim.SGD(
+                parameters,
+                lr=settings.lr,
+                momentum=settings.momentum,
+                weight_decay=settings.weight_decay,
+            )
+        kind = torch.optim.Adam if settings.name == "adam" else torch.optim.AdamW
+        return kind(parameters, lr=settings.lr, weight_decay=settings.weight_decay)
+
+    return make
+
+
+def _old_model(config: RunConfig, scenario: UpdateScenario, out: Path) -> nn.Module:
+    if config.old.checkpoint is not None:
+        return load_model(config.old.checkpoint)
+    torch.manual_seed(config.seed + 1)
+    model = build_model(config.model.name, **model_settings(config, scenario.old_train))
+    if config.old.train_epochs is None:
+        return model.eval()  # plain training without an old model: measured against chance
+    settings = TrainSettings(
+        **{
+            **config.train.__dict__,
+            "epochs": config.old.train_epochs,
+            "select": "accuracy",
+            "checkpoint_every": 0,
+            "seed": config.seed + 1,
+        }
+    )
+    old = fit(
+        model,
+        scenario.old_train,
+        scenario.validation,
+        optimizer=_optimizer(config),
+        settings=settings,
+        output_dir=out / "old",
+    ).model
+    save_model(old, out / "old.safetensors", {"role": "old", "train_size": len(scenario.old_train)})
+    return old.eval()
+
+
+def _teacher(config: RunConfig, old: nn.Module, scenario: UpdateScenario, out: Path) -> Any:
+    from flipless.teachers import CachedTeacher, ModelTeacher
+
+    if config.loss.teacher == "model":
+        return ModelTeacher(old)
+    data = scenario.new_train
+    batches = [
+        (_fetch_inputs(data, chunk), data.ids[chunk])
+        for chunk in torch.arange(len(data)).split(config.train.eval_batch_size)
+    ]
+    return CachedTeacher.build(old, batches, out / "teacher.safetensors")
+
+
+def _fetch_inputs(data: LabeledData, positions: torch.Tensor) -> Any:
+    if isinstance(data.inputs, torch.Tensor):
+        return data.inputs[positions]
+    return [data.inputs[i] for i in positions.tolist()]
+
+
+def _objective(config: RunConfig, old: nn.Module):
+    if config.loss.preset == "cross-entropy":
+        if config.loss.overrides:
+            raise InputError(
+                f"loss: plain cross-entropy takes no settings; got {sorted(config.loss.overrides)}."
+            )
+        return None
+    from flipless.losses import build_loss
+    from flipless.losses.features import OldHead
+
+    overrides = dict(config.loss.overrides)
+    if config.loss.preset == "bct":
+        overrides.setdefault("old_head", OldHead.from_model(old))
+    return build_loss(config.loss.preset, ce_weight=config.loss.ce_weight, **overrides)
+
+
+def predict(model: nn.Module, data: LabeledData, batch_size: int = 512) -> np.ndarray:
+    """Class predictions of ``model`` over ``data``, in order."""
+    device = next(model.parameters()).device
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for chunk in torch.arange(len(data)).split(batch_size):
+            inputs = _fetch_inputs(data, chunk)
+            if isinstance(inputs, torch.Tensor):
+                inputs = inputs.to(device)
+            logits = model(inputs)
+            out.append(logits.argmax(dim=1).cpu())
+    return torch.cat(out).numpy()
+
+
+def run_config(config: RunConfig) -> RunOutcome:
+    """Train and measure the update the config describes; see the module docstring."""
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2, default=str))
+    scenario = load_scenario(config)
+    old = _old_model(config, scenario, out)
+    objective = _objective(config, old)
+    teacher = _teacher(config, old, scenario, out) if objective is not None else None
+    tracker = None
+    if config.tracking.mlflow is not None:
+        from flipless.tracking import MlflowTracker
+
+        tracker = MlflowTracker(
+            config.tracking.mlflow, config.tracking.experiment, config.tracking.run_name
+        )
+    torch.manual_seed(config.seed)
+    new = build_model(config.model.name, **model_settings(config, scenario.new_train))
+    try:
+        result = fit(
+            new,
+            scenario.new_train,
+            scenario.validation,
+            objective=objective,
+            teacher=teacher,
+            old_model=old,
+            optimizer=_optimizer(config),
+            settings=config.train,
+            tracker=tracker,
+            output_dir=out / "new",
+        )
+        test = compare(
+            predict(old, scenario.test),
+            predict(result.model, scenario.test),
+            scenario.test.labels.numpy(),
+            ids=scenario.test.ids.numpy(),
+            class_names=list(scenario.class_names),
+            seed=config.seed,
+        )
+        if tracker is not None:
+            tracker.log_comparison(test, name="test_comparison")
+    except BaseException:
+        if tracker is not None:
+            tracker.close("FAILED")
+        raise
+    if tracker is not None:
+        tracker.close()
+    save_model(result.model, out / "model.safetensors", {"role": "new", "rule": result.rule})
+    test.to_json(str(out / "test_comparison.json"))
+    summary = {
+        "scenario": scenario.to_dict(),
+        "kept_epoch": result.best_epoch,
+        "rule": result.rule,
+        "history": [record.as_dict() for record in result.history],
+        "test": {
+            name: _number(getattr(test, name))
+            for name in (
+                "accuracy_old",
+                "accuracy_new",
+                "negative_flip_rate",
+                "positive_flip_rate",
+                "backward_trust_compatibility",
+                "backward_error_compatibility",
+            )
+        },
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return RunOutcome(scenario, old, result, test, out)
+
+
+def _number(value: float) -> float | None:
+    return None if math.isnan(value) else float(value)
