@@ -310,14 +310,29 @@ class CachedTeacher:
         loader: Iterable[tuple[Any, Any]],
         path: str | os.PathLike[str],
     ) -> CachedTeacher:
-        """Run ``teacher`` once over ``(inputs, ids)`` batches and write the cache atomically."""
+        """Run ``teacher`` once over ``(inputs, ids)`` batches and write the cache atomically.
+
+        Under torchrun (an initialised process group) the work is shared: every process calls
+        ``build`` with the same loader, runs the teacher on every world-size-th batch, the
+        rows are gathered, rank 0 writes the file, and every process returns the full cache.
+        """
         if isinstance(teacher, nn.Module):
             teacher = ModelTeacher(teacher)
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        rank = torch.distributed.get_rank() if distributed else 0
+        world = torch.distributed.get_world_size() if distributed else 1
         all_ids, all_logits = [], []
-        for inputs, ids in loader:
+        for index, (inputs, ids) in enumerate(loader):
+            if index % world != rank:
+                continue
             out = teacher.logits(inputs, None)
             all_ids.append(_as_ids(ids, out.shape[0]).cpu())
             all_logits.append(out.detach().to("cpu", torch.float32))
+        if distributed:
+            shards: list[Any] = [None] * world
+            torch.distributed.all_gather_object(shards, (all_ids, all_logits))
+            all_ids = [part for shard in shards for part in shard[0]]
+            all_logits = [part for shard in shards for part in shard[1]]
         if not all_ids:
             raise InputError("the loader yielded no batches; nothing to cache.")
         tensors = {
@@ -330,17 +345,10 @@ class CachedTeacher:
         cached = cls(
             tensors["ids"], tensors["logits"], tensors.get("class_mask")
         )  # checks duplicates
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata={"format": _FORMAT})
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        if rank == 0:
+            _write_cache(tensors, Path(path))
+        if distributed:
+            torch.distributed.barrier()
         return cached
 
     @classmethod
@@ -403,6 +411,20 @@ class CachedTeacher:
             out = self._logits[rows]
         device = inputs.device if isinstance(inputs, torch.Tensor) else torch.as_tensor(ids).device
         return out.to(device=device, dtype=torch.float32)
+
+
+def _write_cache(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """safetensors to a temporary file beside ``path``, then renamed over it."""
+    from safetensors.torch import save_file
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={"format": _FORMAT})
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _memmap(path: Path, name: str) -> np.ndarray:

@@ -13,6 +13,21 @@ from typing import Any
 import torch
 
 
+def teacher_batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Seven batches (uneven over two processes) for building a cached teacher."""
+    generator = torch.Generator().manual_seed(5)
+    inputs = torch.randn(70, 1, 8, 8, generator=generator)
+    ids = torch.randperm(1000, generator=generator)[:70]
+    return [(inputs[i : i + 10], ids[i : i + 10]) for i in range(0, 70, 10)]
+
+
+def teacher_model() -> torch.nn.Module:
+    from flipless.train import MLP
+
+    torch.manual_seed(4)
+    return MLP(64, 10, hidden=(16,))
+
+
 def run(out: str | None) -> dict[str, Any]:
     from flipless.losses import build_loss
     from flipless.teachers import ModelTeacher
@@ -62,4 +77,7 @@ if __name__ == "__main__":
     torch.distributed.init_process_group("gloo")
     rank = torch.distributed.get_rank()
     summary = run(sys.argv[1] if rank == 0 else None)
+    from flipless.teachers import CachedTeacher
+
+    CachedTeacher.build(teacher_model(), teacher_batches(), sys.argv[1] + ".cache.safetensors")
     torch.distributed.destroy_process_group()

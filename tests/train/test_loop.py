@@ -406,3 +406,11 @@ def test_two_processes_give_the_one_process_result(tmp_path, scenario):
         single["negative_flip_rate"], abs=2 / single["validation_size"]
     )
     assert result["train_loss"] == pytest.approx(single["train_loss"], rel=1e-4)
+    # the teacher cache built by two processes equals the one built by one
+    shared = CachedTeacher.load(f"{out}.cache.safetensors")
+    alone = CachedTeacher.build(
+        spec["teacher_model"](), spec["teacher_batches"](), tmp_path / "one"
+    )
+    every_id = torch.cat([ids for _, ids in spec["teacher_batches"]()])
+    assert len(shared) == len(alone) == 70
+    torch.testing.assert_close(shared.logits(None, every_id), alone.logits(None, every_id))
