@@ -193,7 +193,7 @@ def test_presets_in_the_objective():
     head = OldHead.from_model(old)
     expected = F.cross_entropy(logits, labels) + bct_influence(features, labels, head).mean()
     torch.testing.assert_close(total, expected, rtol=1e-12, atol=0)
-    assert set(parts) == {"cross_entropy", "0:bct", "total"}
+    assert set(parts) == {"cross_entropy", "bct", "total"}
     assert bct.needs_features and not bct.needs_teacher
 
     cna = build_loss("cna", weight=0.5)

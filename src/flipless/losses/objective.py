@@ -142,6 +142,13 @@ class CompatibilityLoss(nn.Module):
         self.multilabel = any(term.kind in BINARY_TERMS for term in self.terms)
         if self.multilabel and not all(term.kind in BINARY_TERMS for term in self.terms):
             raise InputError("Binary (sigmoid) terms cannot be combined with softmax terms.")
+        kinds = [term.kind for term in self.terms]
+        #: the key of each term in the parts dict: its kind, or kind.index when repeated
+        #: (letters, digits, '_', '.' only, so that trackers such as MLflow accept them)
+        self.part_names = [
+            kind if kinds.count(kind) == 1 else f"{kind}.{index}"
+            for index, kind in enumerate(kinds)
+        ]
         self.option_modules = nn.ModuleList(
             value
             for term in self.terms
@@ -235,7 +242,7 @@ class CompatibilityLoss(nn.Module):
                     f"{tuple(weights.shape)}; expected both ({size},)."
                 )
             value = (weights * per_sample).mean()
-            parts[f"{index}:{term.kind}"] = value.detach()
+            parts[self.part_names[index]] = value.detach()
             total = total + (term.weight if term.weight is not None else term.mix) * value
         parts["total"] = total.detach()
         return total, parts

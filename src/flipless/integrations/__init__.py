@@ -1,0 +1,1 @@
+"""Integrations of flipless with training frameworks (Hugging Face Trainer, Lightning)."""
