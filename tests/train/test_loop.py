@@ -452,3 +452,14 @@ def test_mlflow_tracking_of_a_run(scenario, old_model, tmp_path, monkeypatch):
     folder = client.download_artifacts(tracker.run_id, "validation_comparison.json", str(tmp_path))
     logged = Comparison.from_json(folder)
     assert logged.negative_flips == result.comparison.negative_flips
+
+
+def test_gradients_left_on_the_model_do_not_leak_into_the_first_step(scenario):
+    settings = TrainSettings(epochs=1, batch_size=512, progress="none")
+    clean = fit(_new(), scenario.new_train, optimizer=_sgd, settings=settings).model
+    stale = _new()
+    for parameter in stale.parameters():
+        parameter.grad = torch.ones_like(parameter)
+    dirty = fit(stale, scenario.new_train, optimizer=_sgd, settings=settings).model
+    for name, value in clean.state_dict().items():
+        torch.testing.assert_close(dirty.state_dict()[name], value, rtol=0, atol=0)

@@ -502,6 +502,7 @@ class Trainer:
             device_ids = [world.device.index] if world.device.type == "cuda" else None
             student = nn.parallel.DistributedDataParallel(student, device_ids=device_ids)
         self.optimizer = self.optimizer_factory(model.parameters())
+        self.optimizer.zero_grad(set_to_none=True)  # gradients left by earlier work must not count
         self.scheduler = self.scheduler_factory(self.optimizer) if self.scheduler_factory else None
         use_scaler = settings.precision == "fp16"
         self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
