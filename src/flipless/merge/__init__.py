@@ -1,0 +1,1 @@
+"""Weight interpolation between an old and a new model (BCWI), Fisher weighting, soups, selection."""
