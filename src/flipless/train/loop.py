@@ -580,16 +580,32 @@ class Trainer:
         batches = self._global_batches(epoch)
         batches_done = partial["batches_done"]
         started = time.perf_counter() - partial["seconds"]
-        loss_sum = torch.tensor(partial["loss_sum"], dtype=torch.float64, device=world.device)
-        part_sums: dict[str, Any] = dict(partial["parts"])
-        samples = partial["samples"]
+        # per micro-batch (size, loss, parts), summed only when needed: no per-step tensor ops
+        pending: list[tuple[int, torch.Tensor, dict[str, torch.Tensor]]] = []
+
+        def totals() -> tuple[float, dict[str, float], int]:
+            """Running sums in float64, added in sample order (so a resume adds identically)."""
+            loss_total, parts_total = partial["loss_sum"], dict(partial["parts"])
+            count = partial["samples"]
+            if pending:
+                sizes = [size for size, _, _ in pending]
+                losses = torch.stack([loss for _, loss, _ in pending]).double().tolist()
+                for size, value in zip(sizes, losses, strict=True):
+                    loss_total += value * size
+                for name in pending[0][2]:
+                    values = torch.stack([parts[name] for _, _, parts in pending]).double()
+                    for size, value in zip(sizes, values.tolist(), strict=True):
+                        parts_total[name] = parts_total.get(name, 0.0) + value * size
+                count += sum(sizes)
+            return loss_total, parts_total, count
 
         def so_far(done: int) -> dict[str, Any]:
+            loss_total, parts_total, count = totals()
             return {
                 "batches_done": done,
-                "loss_sum": float(loss_sum),
-                "parts": {name: float(value) for name, value in part_sums.items()},
-                "samples": samples,
+                "loss_sum": loss_total,
+                "parts": parts_total,
+                "samples": count,
                 "seconds": time.perf_counter() - started,
             }
 
@@ -607,7 +623,7 @@ class Trainer:
                     with self._autocast():
                         loss, parts = self._loss(student, data)
                     share = len(chunk) * world.size / len(batch)
-                    scaled = loss * share
+                    scaled = loss if share == 1.0 else loss * share
                     for replaced in self._call_hooks("before_backward", scaled):
                         if replaced is not None:
                             scaled = replaced
@@ -616,10 +632,7 @@ class Trainer:
                     else:
                         scaled.backward()
                     self._call_hooks("after_backward")
-                loss_sum += loss.detach().double() * len(chunk)
-                for name, value in parts.items():
-                    part_sums[name] = part_sums.get(name, 0.0) + value.double() * len(chunk)
-                samples += len(chunk)
+                pending.append((len(chunk), loss.detach(), parts))
             if self.scaler is not None:
                 self.scaler.unscale_(self.optimizer)
             if settings.clip_grad_norm is not None:
@@ -638,13 +651,12 @@ class Trainer:
             if settings.checkpoint_every and self.step % settings.checkpoint_every == 0:
                 self._save(epoch, so_far(index + 1), history, best)
         seconds = time.perf_counter() - started
-        local_parts = {name: float(value) for name, value in part_sums.items()}
-        totals = distributed.gather_objects(world, (float(loss_sum), local_parts, samples))
-        count = sum(total[2] for total in totals) or 1
-        train_loss = float(sum(total[0] for total in totals)) / count
+        totals_by_rank = distributed.gather_objects(world, totals())
+        count = sum(total[2] for total in totals_by_rank) or 1
+        train_loss = sum(total[0] for total in totals_by_rank) / count
+        names = totals_by_rank[0][1]
         parts_mean = {
-            name: float(sum(total[1].get(name, 0.0) for total in totals)) / count
-            for name in part_sums
+            name: sum(total[1].get(name, 0.0) for total in totals_by_rank) / count for name in names
         }
         return EpochRecord(
             epoch=epoch,
