@@ -11,9 +11,7 @@ import copy
 import csv
 import importlib
 import json
-import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -634,19 +632,11 @@ with open(f"{sys.argv[1]}/rank{trainer.args.process_index}.json", "w") as handle
 @pytest.mark.slow
 @pytest.mark.distributed
 @pytest.mark.timeout(240)
-def test_parts_are_averaged_over_processes(tmp_path):
+def test_parts_are_averaged_over_processes(tmp_path, torchrun):
     """Under torchrun (gloo), each log holds the mean over both processes, like the loss."""
     worker = tmp_path / "worker.py"
     worker.write_text(DISTRIBUTED_WORKER)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    completed = subprocess.run(
-        [*command, str(worker), str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=230,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
+    torchrun(worker, tmp_path)
     ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     assert [result["world"] for result in ranks] == [2, 2]
     assert ranks[0]["logs"] == ranks[1]["logs"]  # reduced, not each process's own mean

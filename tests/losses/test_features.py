@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -230,24 +227,9 @@ def test_the_old_head_moves_with_the_loss():
 
 @pytest.mark.distributed
 @pytest.mark.timeout(180)
-def test_cna_over_two_processes_equals_one_process_on_the_global_batch(tmp_path):
+def test_cna_over_two_processes_equals_one_process_on_the_global_batch(tmp_path, torchrun):
     out = tmp_path / "cna.json"
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-            str(CNA_WORKER),
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=170,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
+    torchrun(CNA_WORKER, out, timeout=170)
     parts = [json.loads(Path(f"{out}.{rank}").read_text()) for rank in (0, 1)]
     result = {key: parts[0][key] + parts[1][key] for key in ("losses", "gradients")}
     spec = {"__name__": "cna_worker"}

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,25 +23,9 @@ def _worker_module():
 
 @pytest.mark.distributed
 @pytest.mark.timeout(180)
-def test_two_process_gloo_metric_equals_one_process(tmp_path):
+def test_two_process_gloo_metric_equals_one_process(tmp_path, torchrun):
     out = tmp_path / "result.json"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-            str(WORKER),
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=170,
-        env=env,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
+    torchrun(WORKER, out, timeout=170)
     result = json.loads(out.read_text())
     assert result["world"] == 2
 

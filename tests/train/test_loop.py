@@ -375,24 +375,9 @@ def test_progress_lines(scenario, capsys):
 
 @pytest.mark.distributed
 @pytest.mark.timeout(300)
-def test_two_processes_give_the_one_process_result(tmp_path, scenario):
+def test_two_processes_give_the_one_process_result(tmp_path, scenario, torchrun):
     out = tmp_path / "ddp.json"
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-            str(WORKER),
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=280,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
+    torchrun(WORKER, out, timeout=280)
     result = json.loads(out.read_text())
     spec: dict = {"__name__": "fit_worker"}
     exec(WORKER.read_text(), spec)
