@@ -324,24 +324,16 @@ def demo(
 
 
 def methods_table(comparisons: dict[str, Comparison]) -> Table:
-    """One row per method: test accuracy, NFR, PFR, BTC, BEC against the old model."""
-    table = Table(title="New models against the old one (test split)")
-    for column in (
-        "method",
-        "accuracy",
-        "Δ accuracy",
-        "negative flips",
-        "NFR",
-        "PFR",
-        "BTC",
-        "BEC",
-    ):
-        table.add_column(column, justify="left" if column == "method" else "right")
+    """One row per method: test accuracy, its change, negative flips, NFR, PFR, BTC, BEC."""
+    table = Table(title="New models against the old one (test split, in %; flips: negative flips)")
+    table.add_column("method", no_wrap=True)
+    for column in ("acc.", "Δ acc.", "flips", "NFR", "PFR", "BTC", "BEC"):
+        table.add_column(column, justify="right", no_wrap=True)
     for name, c in comparisons.items():
         table.add_row(
             Text(name),
-            f"{100 * c.accuracy_new:.2f}%",
-            f"{100 * c.accuracy_delta:+.2f} pp",
+            f"{100 * c.accuracy_new:.2f}",
+            f"{100 * c.accuracy_delta:+.2f}",
             str(c.negative_flips),
             _percent(c.negative_flip_rate),
             _percent(c.positive_flip_rate),
@@ -349,12 +341,12 @@ def methods_table(comparisons: dict[str, Comparison]) -> Table:
             _percent(c.backward_error_compatibility),
         )
     first = next(iter(comparisons.values()))
-    table.caption = f"old model accuracy {100 * first.accuracy_old:.2f}%"
+    table.caption = f"old model accuracy {100 * first.accuracy_old:.2f} %"
     return table
 
 
 def _percent(value: float) -> str:
-    return "n/a" if value != value else f"{100 * value:.2f}%"
+    return "n/a" if value != value else f"{100 * value:.2f}"
 
 
 @app.command()
