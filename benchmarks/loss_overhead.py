@@ -50,6 +50,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import flipless
+from common import cpu_model, load_average, write_atomically
 from flipless.losses import CompatibilityLoss, build_loss
 from flipless.teachers import CachedTeacher, ModelTeacher
 
@@ -195,34 +196,6 @@ def build_cache(
     batches = DataLoader(TensorDataset(x, ids), batch_size=1024, shuffle=False)
     CachedTeacher.build(old_model, batches, path)
     return CachedTeacher.load(path)
-
-
-def cpu_model() -> str:
-    """The processor's model name from /proc/cpuinfo (Linux), else what platform knows."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def load_average() -> float:
-    """The 1-minute load average (Unix): above the thread count, other work competes for the
-    cores and every timing is inflated, the ratios less so."""
-    return os.getloadavg()[0]
-
-
-def write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def markdown_table(seconds: dict[str, list[float]], ratios: dict[str, float], goals: dict) -> str:

@@ -61,6 +61,7 @@ import torch
 import torch.nn.functional as F
 
 import flipless
+from common import cpu_model, load_average, write_atomically
 from flipless.losses import CompatibilityLoss, build_loss
 from flipless.teachers import CachedTeacher
 from flipless.train import MLP, LabeledData, TrainSettings, distributed, fit
@@ -325,34 +326,6 @@ def compare_launches(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # -- records ---------------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    """The processor's model name from /proc/cpuinfo (Linux), else what platform knows."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def load_average() -> float:
-    """The 1-minute load average (Unix): above the core count, other work competes for the
-    cores and every timing is inflated, the ratios less so."""
-    return os.getloadavg()[0]
-
-
-def write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def loops_table(loops: dict[str, Any], samples: int) -> str:
