@@ -83,14 +83,18 @@ def merge_tensor(
             )
     shares = soup_weights(len(news), weights)
     work = _working_dtype(old, *news)
-    for index, tensor in enumerate([old, *news]):
-        if not bool(torch.isfinite(tensor).all()):
-            which = "the old model" if index == 0 else f"new model {index - 1}"
-            raise InputError(f"{name}: {which} holds NaN or infinite values; fix the checkpoint.")
-    mean_new = sum(share * new.to(work) for share, new in zip(shares, news, strict=True))
+    # memory: one working copy of the soup mean and the result, updated in place (a tensor of
+    # a multi-gigabyte checkpoint may itself be large); finiteness is checked on the result,
+    # where any NaN or inf of an input shows, and the culprit is looked up only then
+    if len(news) == 1:
+        mean_new = news[0].to(work)
+    else:
+        mean_new = news[0].to(work) * shares[0]
+        for share, new in zip(shares[1:], news[1:], strict=True):
+            mean_new.add_(new.to(work), alpha=share)
     old_work = old.to(work)
     if fisher is None:
-        merged = alpha * old_work + (1.0 - alpha) * mean_new
+        merged = torch.lerp(mean_new, old_work, alpha)  # (1 − α) θ̄_new + α θ_old, fused
     else:
         if fisher.shape != old.shape:
             raise MismatchError(
@@ -100,8 +104,20 @@ def merge_tensor(
         information = fisher.to(work)
         if bool((information < 0).any()) or not bool(torch.isfinite(information).all()):
             raise InputError(f"{name}: the Fisher information must be finite and ≥ 0.")
-        numerator = alpha * information * old_work + (1.0 - alpha) * mean_new
-        denominator = alpha * information + (1.0 - alpha)
+        weighted = alpha * information
+        numerator = weighted * old_work
+        numerator.add_(mean_new, alpha=1.0 - alpha)
+        denominator = weighted.add_(1.0 - alpha)
         empty = denominator == 0  # α = 1 and F = 0: nothing to weigh, keep θ_old
-        merged = torch.where(empty, old_work, numerator / denominator.masked_fill(empty, 1.0))
+        merged = torch.where(empty, old_work, numerator.div_(denominator.masked_fill_(empty, 1.0)))
+    if not bool(torch.isfinite(merged).all()):
+        _raise_not_finite(name, [old, *news])
     return merged.to(old.dtype)
+
+
+def _raise_not_finite(name: str, tensors: Sequence[torch.Tensor]) -> None:
+    for index, tensor in enumerate(tensors):
+        if not bool(torch.isfinite(tensor).all()):
+            which = "the old model" if index == 0 else f"new model {index - 1}"
+            raise InputError(f"{name}: {which} holds NaN or infinite values; fix the checkpoint.")
+    raise InputError(f"{name}: the interpolation overflowed; compute in float64.")
