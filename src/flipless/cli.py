@@ -294,8 +294,8 @@ def demo(
 
     console.print(
         "[bold]flipless demo[/]: handwritten digits (scikit-learn), MLP 64-128-10, seed "
-        f"{seed}.\nTraining the old model on 30 % of the training split and three new models on "
-        "all of it (about a minute) …"
+        f"{seed}.\nTraining the old model on 30 % of the training split and new models on all "
+        "of it: plain, fd-kl, ldi, and the old model fine-tuned then interpolated back (bcwi) …"
     )
     update = run_demo(seed)
     scenario = update.scenario
@@ -305,6 +305,11 @@ def demo(
         f"the same {len(scenario.test)} test images.\n"
     )
     console.print(methods_table(update.comparisons))
+    console.print(
+        f"bcwi: old weight α = {update.old_weight:g}, chosen on validation by the rule "
+        f"{update.summary()['bcwi']['rule']}.",
+        highlight=False,
+    )
     plain = update.comparisons["cross-entropy"]
     if top_flips > 0 and plain.negative_flips:
         console.print(regressions_table(plain.top_regressions(top_flips)))

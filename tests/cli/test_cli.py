@@ -132,7 +132,8 @@ def test_demo_trains_compatible_models_and_writes_their_comparisons(tmp_path):
     assert "New models against the old one" in result.output
     assert "Biggest regressions" in result.output and "release gate" in result.output
     summary = json.loads((out / "summary.json").read_text())
-    assert list(summary["methods"]) == ["cross-entropy", "fd-kl", "ldi"]
+    assert list(summary["methods"]) == ["cross-entropy", "fd-kl", "ldi", "fine-tuned", "bcwi"]
+    assert 0 <= summary["bcwi"]["old_weight"] <= 1 and "bcwi: old weight" in result.output
     plain = Comparison.from_json(str(out / "cross-entropy.json"))
     assert plain.counts.total == 451  # the digits test split
     assert plain.accuracy_new > plain.accuracy_old  # more data helped on average …

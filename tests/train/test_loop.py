@@ -448,3 +448,11 @@ def test_gradients_left_on_the_model_do_not_leak_into_the_first_step(scenario):
     dirty = fit(stale, scenario.new_train, optimizer=_sgd, settings=settings).model
     for name, value in clean.state_dict().items():
         torch.testing.assert_close(dirty.state_dict()[name], value, rtol=0, atol=0)
+
+
+def test_a_frozen_model_is_refused(scenario, old_model):
+    import copy
+
+    frozen = copy.deepcopy(old_model)  # ModelTeacher froze the old model
+    with pytest.raises(InputError, match="no trainable parameters"):
+        fit(frozen, scenario.new_train, settings=TrainSettings(epochs=1, progress="none"))

@@ -293,8 +293,8 @@ def predict_labels(model: nn.Module, data: LabeledSplit, batch_size: int = 256) 
     labels = split_labels(data)
     batch_size = _positive_int(batch_size, "batch_size")
     inputs = data.inputs
-    parameter = next(model.parameters(), None)
-    device = parameter.device if parameter is not None else torch.device("cpu")
+    tensor = next(itertools.chain(model.parameters(), model.buffers()), None)
+    device = tensor.device if tensor is not None else torch.device("cpu")
     was_training = model.training
     model.eval()
     chunks = []

@@ -229,6 +229,11 @@ class Trainer:
     ) -> None:
         if not isinstance(model, nn.Module):
             raise InputError(f"model must be a torch.nn.Module; got {type(model).__name__}.")
+        if not any(parameter.requires_grad for parameter in model.parameters()):
+            raise InputError(
+                "the model has no trainable parameters (requires_grad is False everywhere: a "
+                "teacher freezes its model); train a copy with .requires_grad_(True)."
+            )
         _check_dataset(train_data, "train_data")
         if validation_data is not None:
             _check_dataset(validation_data, "validation_data")
