@@ -34,7 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from flipless.errors import InputError, MismatchError
-from flipless.merge.selection import LabeledSplit, merge_state_dicts, predict_labels, split_labels
+from flipless.merge.interpolate import interpolate
+from flipless.merge.selection import LabeledSplit, predict_labels, split_labels
 from flipless.merge.tensors import check_old_weight
 from flipless.validation import to_numpy
 
@@ -115,7 +116,7 @@ def uniform_soup(models: Sequence[nn.Module]) -> dict[str, torch.Tensor]:
     models = _check_models(models)
     states = [model.state_dict() for model in models]
     # the soup is the interpolation at old-weight 0: the old side contributes nothing
-    return merge_state_dicts(states[0], states, 0.0)
+    return interpolate(states[0], states, 0.0)  # θ̄ = (1/M) Σ_m θ_m
 
 
 @dataclass(frozen=True)

@@ -30,9 +30,11 @@ raises an :class:`~flipless.errors.InputError` that names the best accuracy seen
 silently falling back to the new model.
 
 :func:`interpolation_candidates` builds the candidates from models held in memory (plain,
-Fisher-weighted, or a soup of several new models). It is deliberately minimal: it interpolates
-every floating-point tensor of the state dict, BatchNorm running statistics included, without
-re-estimating them, and takes integer tensors from the first new model. Any other factory
+Fisher-weighted, or a soup of several new models) through
+:func:`~flipless.merge.interpolate.interpolate`: every floating-point tensor of the state dict,
+BatchNorm running statistics included (re-estimate them with
+:func:`~flipless.merge.batchnorm.reestimate_batchnorm` where it matters), integer tensors from
+the first new model. Any other factory
 ``old_weight -> nn.Module`` can be passed to :func:`select_old_weight` instead.
 
 This module sits below :mod:`flipless.train`: a dev split is anything with ``inputs`` and
@@ -54,7 +56,9 @@ import torch
 from torch import nn
 
 from flipless.errors import InputError, MismatchError
-from flipless.merge.tensors import check_old_weight, merge_tensor, soup_weights
+from flipless.merge.interpolate import check_sources, interpolate
+from flipless.merge.sources import open_source
+from flipless.merge.tensors import check_old_weight, soup_weights
 from flipless.metrics.comparison import compare
 from flipless.validation import first_few, to_numpy
 
@@ -320,38 +324,6 @@ def predict_labels(model: nn.Module, data: LabeledSplit, batch_size: int = 256) 
     return torch.cat(chunks).numpy().astype(np.int64)
 
 
-def merge_state_dicts(
-    old: Mapping[str, torch.Tensor],
-    news: Sequence[Mapping[str, torch.Tensor]],
-    old_weight: float,
-    *,
-    weights: Sequence[float] | None = None,
-    fisher: Mapping[str, torch.Tensor] | None = None,
-) -> dict[str, torch.Tensor]:
-    """θ(α) for every tensor of a state dict (:func:`~flipless.merge.tensors.merge_tensor`).
-
-    Floating-point tensors are interpolated, Fisher-weighted where ``fisher`` has an entry of
-    that name; other tensors (integer counters such as ``num_batches_tracked``) are copied
-    from the first new state dict. All state dicts must have the same names.
-    """
-    _check_names(old, news, fisher)
-    fisher = fisher or {}
-    merged = {}
-    for key, tensor in old.items():
-        if tensor.is_floating_point():
-            merged[key] = merge_tensor(
-                tensor,
-                [new[key] for new in news],
-                old_weight,
-                weights=weights,
-                fisher=fisher.get(key),
-                name=key,
-            )
-        else:
-            merged[key] = news[0][key].clone()
-    return merged
-
-
 def interpolation_candidates(
     old_model: nn.Module,
     new_models: nn.Module | Sequence[nn.Module],
@@ -374,10 +346,14 @@ def interpolation_candidates(
         if not isinstance(model, nn.Module):
             raise InputError(f"{what} is {type(model).__name__}; expected a torch.nn.Module.")
     soup_weights(len(news), weights)  # checks the soup's weights now, not at the first call
-    _check_names(old_model.state_dict(), [model.state_dict() for model in news], fisher)
+    check_sources(
+        open_source(old_model),
+        [open_source(model) for model in news],
+        open_source(fisher) if fisher is not None else None,
+    )
 
     def make_candidate(old_weight: float) -> nn.Module:
-        state = merge_state_dicts(
+        state = interpolate(
             old_model.state_dict(),
             [model.state_dict() for model in news],
             check_old_weight(old_weight),
@@ -389,31 +365,6 @@ def interpolation_candidates(
         return candidate
 
     return make_candidate
-
-
-def _check_names(
-    old: Mapping[str, torch.Tensor],
-    news: Sequence[Mapping[str, torch.Tensor]],
-    fisher: Mapping[str, torch.Tensor] | None,
-) -> None:
-    """Every state dict has the old one's tensor names; Fisher names floating tensors only."""
-    if not news:
-        raise InputError("no new model to interpolate with; give at least one.")
-    expected = set(old)
-    for index, new in enumerate(news):
-        if set(new) != expected:
-            raise MismatchError(
-                f"new model {index} has tensors the old one lacks "
-                f"({first_few(sorted(set(new) - expected))}) and lacks "
-                f"({first_few(sorted(expected - set(new)))}); expected the same architecture."
-            )
-    floating = {key for key, tensor in old.items() if tensor.is_floating_point()}
-    unknown = sorted(set(fisher or {}) - floating)
-    if unknown:
-        raise MismatchError(
-            f"fisher has entries {first_few(unknown)} that are not floating-point tensors of the "
-            "old model; expected Fisher information keyed by the model's parameter names."
-        )
 
 
 def _check_grid(grid: Sequence[float]) -> tuple[list[float], bool]:
