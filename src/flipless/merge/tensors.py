@@ -110,14 +110,19 @@ def merge_tensor(
         denominator = weighted.add_(1.0 - alpha)
         empty = denominator == 0  # α = 1 and F = 0: nothing to weigh, keep θ_old
         merged = torch.where(empty, old_work, numerator.div_(denominator.masked_fill_(empty, 1.0)))
-    if not bool(torch.isfinite(merged).all()):
+    if not _all_finite(merged):
         _raise_not_finite(name, [old, *news])
     return merged.to(old.dtype)
 
 
+def _all_finite(tensor: torch.Tensor, chunk: int = 1 << 20) -> bool:
+    """No NaN or inf, checked a million elements at a time (small temporaries)."""
+    return all(bool(torch.isfinite(part).all()) for part in tensor.reshape(-1).split(chunk))
+
+
 def _raise_not_finite(name: str, tensors: Sequence[torch.Tensor]) -> None:
     for index, tensor in enumerate(tensors):
-        if not bool(torch.isfinite(tensor).all()):
+        if not _all_finite(tensor):
             which = "the old model" if index == 0 else f"new model {index - 1}"
             raise InputError(f"{name}: {which} holds NaN or infinite values; fix the checkpoint.")
     raise InputError(f"{name}: the interpolation overflowed; compute in float64.")
