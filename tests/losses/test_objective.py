@@ -129,3 +129,17 @@ def test_part_names_are_the_kinds_and_stay_tracker_friendly():
     _, parts = loss(NEW, LABELS, OLD)
     assert list(parts) == ["cross_entropy", "kl.0", "kl.1", "ldi", "total"]
     torch.testing.assert_close(parts["kl.1"], terms.kl_divergence(NEW, OLD, 4.0).mean())
+
+
+def test_focus_uses_only_the_classes_the_teacher_knows():
+    # the old model knows classes 0 and 1 of 3; its logits are all negative, so the 0 that the
+    # label map puts in column 2 would win a plain argmax
+    teacher = torch.tensor([[-3.0, -1.0, 0.0], [-1.0, -3.0, 0.0]], dtype=torch.float64)
+    new = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]], dtype=torch.float64)
+    labels = torch.tensor([1, 1])
+    known = torch.tensor([True, True, False])
+    loss = CompatibilityLoss([Term("new_error", focus="old_correct", base=0, boost=1, weight=1.0)])
+    _, parts = loss(new, labels, teacher, class_mask=known)
+    # old right on sample 0 only (argmax over the known classes: 1 and 0)
+    expected = F.cross_entropy(new[:1], labels[:1], reduction="sum") / 2
+    torch.testing.assert_close(parts["new_error"], expected)

@@ -456,3 +456,29 @@ def test_a_frozen_model_is_refused(scenario, old_model):
     frozen = copy.deepcopy(old_model)  # ModelTeacher froze the old model
     with pytest.raises(InputError, match="no trainable parameters"):
         fit(frozen, scenario.new_train, settings=TrainSettings(epochs=1, progress="none"))
+
+
+def test_an_old_model_with_fewer_classes_is_measured_in_the_new_label_space(scenario):
+    from flipless.teachers import LabelMap
+
+    torch.manual_seed(5)
+    old = MLP(64, 9, hidden=(16,))  # its class i is the new class i + 1; it never saw class 0
+    with torch.no_grad():
+        old.head.bias.fill_(-100.0)  # every known logit < 0: the map's 0 for class 0 must not win
+    teacher = ModelTeacher(old, label_map=LabelMap(tuple(range(1, 10)), 10))
+    settings = TrainSettings(epochs=1, batch_size=64, progress="none", select="last")
+    result = fit(
+        _new(),
+        scenario.new_train,
+        scenario.validation,
+        objective=build_loss("fd-kl"),
+        teacher=teacher,
+        settings=settings,
+    )
+    with torch.no_grad():
+        old_answers = old(scenario.validation.inputs).argmax(dim=1).numpy() + 1  # classes 1–9
+    expected = compare(
+        old_answers, _predictions(result.model, scenario.validation), scenario.validation.labels
+    )
+    assert result.history[0].negative_flip_rate == expected.negative_flip_rate
+    assert (old_answers > 0).all()

@@ -226,6 +226,10 @@ class CompatibilityLoss(nn.Module):
             arguments = {need: inputs[need] for need in needs}
             per_sample = function(**arguments, **term.options)
             focus_teacher = teacher if teacher is not None else new_logits.detach()
+            if teacher is not None and class_mask is not None:
+                # the old model's answer is among the classes it knows (the label map fills
+                # the others with 0, which must not win the argmax)
+                focus_teacher = teacher.masked_fill(~class_mask, float("-inf"))
             weights = focus_weights(
                 term.focus,
                 new_logits,

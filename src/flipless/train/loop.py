@@ -310,14 +310,21 @@ class Trainer:
                 )
             return predictions.astype(np.int64)
         source = self.old_model
-        if source is None and self.teacher is not None and hasattr(self.teacher, "model"):
-            source = self.teacher.model
-        if source is None and self.teacher is not None and hasattr(self.teacher, "members"):
-            return self._predict(lambda inputs, ids: self.teacher.logits(inputs, ids), data)
-        if source is None:
-            return None
-        source.to(self.world.device).eval()
-        return self._predict(lambda inputs, ids: source(inputs), data)
+        if source is not None:
+            source.to(self.world.device).eval()
+            return self._predict(lambda inputs, ids: source(inputs), data)
+        teacher = self.teacher
+        if teacher is None or not (hasattr(teacher, "model") or hasattr(teacher, "members")):
+            return None  # e.g. a cached teacher: its ids are the training set's
+        known = getattr(teacher, "class_mask", None)
+
+        def old_logits(inputs: Any, ids: Any) -> torch.Tensor:
+            logits = teacher.logits(inputs, ids)  # in the new label space
+            if known is not None:  # classes the old model never saw are not its answers
+                logits = logits.masked_fill(~known.to(logits.device), float("-inf"))
+            return logits
+
+        return self._predict(old_logits, data)
 
     # -- evaluation ----------------------------------------------------------------------
 
