@@ -243,11 +243,11 @@ def _check_choices(config: RunConfig) -> None:
                 f"loss.preset: {config.loss.preset!r}; expected 'cross-entropy' or one of "
                 f"{sorted(PRESETS)}."
             )
-        if config.old.checkpoint is None and config.old.train_epochs is None:
-            raise InputError(
-                "old: a compatible loss needs the old model: set old.checkpoint (a flipless "
-                "model file) or old.train_epochs (train it on the scenario's old split)."
-            )
+    if config.old.checkpoint is None and config.old.train_epochs is None:
+        raise InputError(
+            "old: the update is measured against the old model: set old.checkpoint (a flipless "
+            "model file) or old.train_epochs (train it on the scenario's old split)."
+        )
     if config.old.checkpoint is not None and config.old.train_epochs is not None:
         raise InputError("old: give either checkpoint or train_epochs, not both.")
 

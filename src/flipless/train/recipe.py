@@ -101,8 +101,6 @@ def _old_model(config: RunConfig, scenario: UpdateScenario, out: Path) -> nn.Mod
         return load_model(config.old.checkpoint)
     torch.manual_seed(config.seed + 1)
     model = build_model(config.model.name, **model_settings(config, scenario.old_train))
-    if config.old.train_epochs is None:
-        return model.eval()  # plain training without an old model: measured against chance
     settings = TrainSettings(
         **{
             **config.train.__dict__,
