@@ -57,6 +57,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import flipless
+from common import cpu_model, write_atomically
 from flipless.merge.streaming import (
     SafetensorsWriter,
     TensorEntry,
@@ -176,30 +177,11 @@ def worker(mode: str, old: Path, new: Path, out: Path, report: Path) -> None:
 # ---------------------------------------------------------------- set-up and driver
 
 
-def write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def meminfo_bytes(field: str) -> int:
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
     raise RuntimeError(f"/proc/meminfo has no {field}")
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def synthesise(folder: Path, size_bytes: int, tensor_bytes: int) -> tuple[Path, Path, float]:
