@@ -370,7 +370,7 @@ def train(
 
     run = load_config(config)
     if progress is not None:
-        from flipless.train.loop import TrainSettings
+        from flipless.train.settings import TrainSettings
 
         run = dataclasses.replace(
             run, train=TrainSettings(**{**dataclasses.asdict(run.train), "progress": progress})

@@ -32,9 +32,10 @@ from flipless.merge.selection import interpolation_candidates, select_old_weight
 from flipless.metrics.comparison import Comparison, compare
 from flipless.teachers import ModelTeacher
 from flipless.train.datasets import load_digits
-from flipless.train.loop import TrainSettings, fit
+from flipless.train.loop import fit
 from flipless.train.models import MLP
 from flipless.train.scenario import UpdateScenario, make_update_scenario
+from flipless.train.settings import TrainSettings
 
 OLD_TRAIN_SHARE = 0.3
 METHODS = ("cross-entropy", "fd-kl", "ldi")

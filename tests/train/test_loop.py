@@ -20,8 +20,7 @@ from flipless.losses.features import OldHead
 from flipless.teachers import CachedTeacher, ModelTeacher
 from flipless.train import MLP, Hook, TrainSettings, fit, make_update_scenario
 from flipless.train.datasets import load_digits
-from flipless.train.loop import _undominated
-from flipless.train.selection import SelectionRule
+from flipless.train.selection import SelectionRule, undominated
 
 REPO = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("distributed_fit_worker.py")
@@ -123,18 +122,9 @@ def test_selection_rules_by_hand():
 
 
 def test_undominated_epochs_are_kept():
-    from flipless.train.loop import EpochRecord
-
-    def record(epoch, accuracy, nfr):
-        return EpochRecord(epoch, 1, 0.0, {}, 0.1, 1.0, 1.0, accuracy, nfr)
-
-    history = [
-        record(0, 0.9, 0.02),
-        record(1, 0.95, 0.03),
-        record(2, 0.9, 0.02),
-        record(3, 0.8, 0.05),
-    ]
-    assert _undominated(history) == {0, 1}
+    accuracy, nfr = [0.9, 0.95, 0.9, 0.8], [0.02, 0.03, 0.02, 0.05]
+    assert undominated(accuracy, nfr) == {0, 1}  # 2 ties 0 (earlier wins); 3 is beaten
+    assert undominated([0.9, 0.9], [float("nan"), float("nan")]) == {0}
 
 
 KILLED_RUN = textwrap.dedent(

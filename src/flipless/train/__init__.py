@@ -6,10 +6,12 @@ model lives in :mod:`flipless.train.text` and is imported only when asked for.
 
 from flipless.train.data import LabeledData, stratified_split
 from flipless.train.hooks import Hook
-from flipless.train.loop import EpochRecord, FitResult, Trainer, TrainSettings, fit
+from flipless.train.loop import Trainer, fit
 from flipless.train.models import MLP, ResNet18, SmallCNN, build_model, load_model, save_model
+from flipless.train.records import EpochRecord, FitResult
 from flipless.train.scenario import UpdateScenario, make_update_scenario
 from flipless.train.selection import SelectionRule
+from flipless.train.settings import TrainSettings
 
 __all__ = [
     "MLP",

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from flipless.errors import FileFormatError, InputError
-from flipless.train.loop import TrainSettings
+from flipless.train.settings import TrainSettings
 
 DATA_SETS = ("digits", "fashion-mnist", "cifar10", "massive", "banking77", "image-folder")
 OPTIMIZERS = ("sgd", "adam", "adamw")

@@ -36,8 +36,8 @@ import contextlib
 import math
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -45,16 +45,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import Dataset
 
 from flipless.errors import InputError, MismatchError
 from flipless.losses.objective import TERMS, CompatibilityLoss
 from flipless.metrics.comparison import Comparison, compare
 from flipless.train import distributed
+from flipless.train.batches import check_dataset, epoch_order, fetch, labels_of, to_device
 from flipless.train.data import LabeledData
 from flipless.train.hooks import HOOK_METHODS
 from flipless.train.progress import Progress
-from flipless.train.selection import SelectionRule
+from flipless.train.records import EpochRecord, FitResult, fill_validation, tracker_metrics
+from flipless.train.selection import SelectionRule, undominated
+from flipless.train.settings import TrainSettings
 from flipless.train.state import (
     capture_rng,
     read_checkpoint,
@@ -65,94 +68,7 @@ from flipless.train.state import (
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
-PRECISIONS = ("32", "bf16", "fp16")
-PROGRESS_MODES = ("bar", "log", "none")
 BEST_WEIGHTS = "best.safetensors"
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """How to train; every field is recorded with the run.
-
-    Attributes:
-        epochs: passes over the training data.
-        batch_size: samples per optimizer step, over all processes and accumulation steps.
-        accumulation_steps: micro-batches per optimizer step on each process.
-        clip_grad_norm: clip the global gradient norm to this value (None: no clipping).
-        precision: ``"32"``, ``"bf16"`` or ``"fp16"`` (fp16 needs CUDA).
-        seed: seeds python, numpy and torch, and decides every epoch's batch order.
-        select: the rule that picks the kept epoch on validation (see selection.py).
-        checkpoint_every: also checkpoint every this many optimizer steps (0: epoch ends only).
-        eval_batch_size: batch size of validation and of the old model's predictions.
-        progress: ``"bar"`` (a live bar), ``"log"`` (one plain line per epoch) or ``"none"``.
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``…; default: the local GPU if any.
-    """
-
-    epochs: int = 10
-    batch_size: int = 64
-    accumulation_steps: int = 1
-    clip_grad_norm: float | None = None
-    precision: str = "32"
-    seed: int = 0
-    select: str = "accuracy"
-    checkpoint_every: int = 0
-    eval_batch_size: int = 256
-    progress: str = "bar"
-    device: str | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "accumulation_steps", "eval_batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"{name}={value!r}; expected a positive integer.")
-        if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 0:
-            raise InputError(f"checkpoint_every={self.checkpoint_every!r}; expected an int ≥ 0.")
-        if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
-            raise InputError(f"clip_grad_norm={self.clip_grad_norm}; expected > 0 or None.")
-        if self.precision not in PRECISIONS:
-            raise InputError(f"precision={self.precision!r}; expected one of {PRECISIONS}.")
-        if self.progress not in PROGRESS_MODES:
-            raise InputError(f"progress={self.progress!r}; expected one of {PROGRESS_MODES}.")
-        SelectionRule.parse(self.select)
-
-
-@dataclass
-class EpochRecord:
-    """What one epoch did: training loss (and its parts) and validation metrics."""
-
-    epoch: int
-    steps: int
-    train_loss: float
-    parts: dict[str, float]
-    learning_rate: float
-    seconds: float
-    samples_per_second: float
-    accuracy: float = math.nan
-    negative_flip_rate: float = math.nan
-    positive_flip_rate: float = math.nan
-    backward_trust_compatibility: float = math.nan
-    backward_error_compatibility: float = math.nan
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class FitResult:
-    """The trained model (weights of the kept epoch) and what happened."""
-
-    model: nn.Module
-    history: list[EpochRecord]
-    best_epoch: int
-    rule: str
-    comparison: Comparison | None
-    settings: TrainSettings
-    output_dir: Path | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def best(self) -> EpochRecord:
-        return self.history[self.best_epoch]
 
 
 class _Student(nn.Module):
@@ -171,39 +87,6 @@ class _Student(nn.Module):
         if isinstance(output, (tuple, list)):
             output = output[0]
         return output, None
-
-
-def _epoch_order(size: int, seed: int, epoch: int) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(size, generator=generator)
-
-
-def _fetch(data: Dataset, positions: torch.Tensor) -> dict[str, Any]:
-    if isinstance(data, LabeledData):
-        if isinstance(data.inputs, torch.Tensor):
-            inputs: Any = data.inputs[positions]
-        else:
-            inputs = [data.inputs[i] for i in positions.tolist()]
-        return {"inputs": inputs, "labels": data.labels[positions], "ids": data.ids[positions]}
-    return default_collate([data[i] for i in positions.tolist()])
-
-
-def _to_device(value: Any, device: torch.device) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.to(device, non_blocking=True)
-    if isinstance(value, Mapping):
-        return {key: _to_device(item, device) for key, item in value.items()}
-    return value
-
-
-def _check_dataset(data: Any, name: str) -> None:
-    if not isinstance(data, Dataset) or not hasattr(data, "__len__"):
-        raise InputError(
-            f"{name} must be a sized torch Dataset whose items are dicts with 'inputs', "
-            f"'labels' and 'ids' (flipless.train.LabeledData is one); got {type(data).__name__}."
-        )
-    if len(data) == 0:
-        raise InputError(f"{name} is empty.")
 
 
 class Trainer:
@@ -234,9 +117,9 @@ class Trainer:
                 "the model has no trainable parameters (requires_grad is False everywhere: a "
                 "teacher freezes its model); train a copy with .requires_grad_(True)."
             )
-        _check_dataset(train_data, "train_data")
+        check_dataset(train_data, "train_data")
         if validation_data is not None:
-            _check_dataset(validation_data, "validation_data")
+            check_dataset(validation_data, "validation_data")
         if objective is not None and not isinstance(objective, CompatibilityLoss):
             raise InputError(
                 "objective must be a CompatibilityLoss (flipless.losses.build_loss('fd-kl'), …); "
@@ -335,7 +218,7 @@ class Trainer:
         predictions = []
         with torch.no_grad(), self._autocast():
             for chunk in positions.split(self.settings.eval_batch_size):
-                batch = _to_device(_fetch(data, chunk), world.device)
+                batch = to_device(fetch(data, chunk), world.device)
                 output = forward(batch["inputs"], batch["ids"])
                 if isinstance(output, (tuple, list)):
                     output = output[0]
@@ -350,7 +233,7 @@ class Trainer:
         self.model.eval()
         new = self._predict(lambda inputs, ids: self.model(inputs), data)
         self.model.train()
-        labels = np.asarray(data.labels if isinstance(data, LabeledData) else _labels_of(data))
+        labels = np.asarray(data.labels if isinstance(data, LabeledData) else labels_of(data))
         if old_predictions is None:
             return float((new == labels).mean())
         ids = data.ids.numpy() if isinstance(data, LabeledData) else None
@@ -366,7 +249,7 @@ class Trainer:
         return torch.autocast(device_type=device.type, dtype=dtype)
 
     def _global_batches(self, epoch: int) -> list[torch.Tensor]:
-        order = _epoch_order(len(self.train_data), self.settings.seed, epoch)
+        order = epoch_order(len(self.train_data), self.settings.seed, epoch)
         parts = self.world.size * self.settings.accumulation_steps
         batches = list(order.split(self.settings.batch_size))
         if batches and len(batches[-1]) < parts:
@@ -549,7 +432,7 @@ class Trainer:
                 self.epoch = epoch
                 record = self._train_epoch(student, epoch, partial, history, best, progress)
                 partial = _fresh_epoch()
-                _fill_validation(record, self._validate(old_predictions))
+                fill_validation(record, self._validate(old_predictions))
                 history.append(record)
                 best = self.rule.best(
                     [r.accuracy for r in history], [r.negative_flip_rate for r in history]
@@ -558,7 +441,7 @@ class Trainer:
                 self._call_hooks("on_epoch_end", record)
                 progress.epoch_done(record)
                 if world.is_main and self.tracker is not None:
-                    self.tracker.log_metrics(_metrics(record), step=epoch)
+                    self.tracker.log_metrics(tracker_metrics(record), step=epoch)
                 self._save(epoch + 1, partial, history, best)
             if best is not None and best != len(history) - 1:
                 model.load_state_dict(self._candidate(best))
@@ -631,7 +514,7 @@ class Trainer:
                 if world.distributed and not last:
                     sync = student.no_sync()
                 with sync:
-                    data = _to_device(_fetch(self.train_data, chunk), world.device)
+                    data = to_device(fetch(self.train_data, chunk), world.device)
                     with self._autocast():
                         loss, parts = self._loss(student, data)
                     share = len(chunk) * world.size / len(batch)
@@ -689,7 +572,9 @@ class Trainer:
         most as high, earlier on a tie), but which undominated epoch wins can change as epochs
         arrive (``nfr-within``), so all of them are kept: in memory, or in ``output_dir/epochs``.
         """
-        frontier = _undominated(history)
+        frontier = undominated(
+            [r.accuracy for r in history], [r.negative_flip_rate for r in history]
+        )
         epoch = len(history) - 1
         if epoch in frontier:
             weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
@@ -743,52 +628,6 @@ class Trainer:
 def _fresh_epoch() -> dict[str, Any]:
     """The running sums of an epoch not yet begun (kept in mid-epoch checkpoints)."""
     return {"batches_done": 0, "loss_sum": 0.0, "parts": {}, "samples": 0, "seconds": 0.0}
-
-
-def _undominated(history: list[EpochRecord]) -> set[int]:
-    """Epochs no other epoch beats on both validation accuracy and NFR (earlier wins ties)."""
-    points = [
-        (r.accuracy, 0.0 if math.isnan(r.negative_flip_rate) else r.negative_flip_rate)
-        for r in history
-    ]
-
-    def beats(j: int, i: int) -> bool:
-        (acc_j, nfr_j), (acc_i, nfr_i) = points[j], points[i]
-        if acc_j >= acc_i and nfr_j <= nfr_i:
-            return (acc_j, nfr_j) != (acc_i, nfr_i) or j < i
-        return False
-
-    return {i for i in range(len(points)) if not any(beats(j, i) for j in range(len(points)))}
-
-
-def _labels_of(data: Dataset) -> np.ndarray:
-    return np.asarray([int(data[i]["labels"]) for i in range(len(data))])
-
-
-def _fill_validation(record: EpochRecord, result: Comparison | float | None) -> None:
-    if isinstance(result, Comparison):
-        record.accuracy = float(result.accuracy_new)
-        record.negative_flip_rate = float(result.negative_flip_rate)
-        record.positive_flip_rate = float(result.positive_flip_rate)
-        record.backward_trust_compatibility = float(result.backward_trust_compatibility)
-        record.backward_error_compatibility = float(result.backward_error_compatibility)
-    elif isinstance(result, float):
-        record.accuracy = result
-
-
-def _metrics(record: EpochRecord) -> dict[str, float]:
-    metrics = {
-        "train/loss": record.train_loss,
-        "train/learning_rate": record.learning_rate,
-        "train/samples_per_second": record.samples_per_second,
-        "val/accuracy": record.accuracy,
-        "val/negative_flip_rate": record.negative_flip_rate,
-        "val/positive_flip_rate": record.positive_flip_rate,
-        "val/backward_trust_compatibility": record.backward_trust_compatibility,
-        "val/backward_error_compatibility": record.backward_error_compatibility,
-    }
-    metrics.update({f"train/{name}": value for name, value in record.parts.items()})
-    return metrics
 
 
 def fit(

@@ -27,9 +27,11 @@ from flipless.metrics.comparison import Comparison, compare
 from flipless.train import datasets
 from flipless.train.config import RunConfig
 from flipless.train.data import LabeledData
-from flipless.train.loop import FitResult, TrainSettings, fit
+from flipless.train.loop import fit
 from flipless.train.models import build_model, load_model, save_model
+from flipless.train.records import FitResult
 from flipless.train.scenario import UpdateScenario, make_update_scenario, massive_update_scenario
+from flipless.train.settings import TrainSettings
 
 
 @dataclass

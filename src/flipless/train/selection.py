@@ -82,5 +82,22 @@ class SelectionRule:
         return min(allowed, key=lambda i: (nfr[i], -accuracy[i], i))
 
 
+def undominated(accuracy: Sequence[float], nfr: Sequence[float]) -> set[int]:
+    """Epochs no other epoch beats on both accuracy and NFR (earlier wins ties; NaN NFR = 0).
+
+    Every rule's choice is among them, but which one wins can change as epochs arrive
+    (``nfr-within``), so the loop keeps the weights of all of them.
+    """
+    points = [(a, _or_zero(n)) for a, n in zip(accuracy, nfr, strict=True)]
+
+    def beats(j: int, i: int) -> bool:
+        (acc_j, nfr_j), (acc_i, nfr_i) = points[j], points[i]
+        if acc_j >= acc_i and nfr_j <= nfr_i:
+            return (acc_j, nfr_j) != (acc_i, nfr_i) or j < i
+        return False
+
+    return {i for i in range(len(points)) if not any(beats(j, i) for j in range(len(points)))}
+
+
 def _or_zero(value: float) -> float:
     return 0.0 if math.isnan(value) else value
