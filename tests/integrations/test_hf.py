@@ -626,6 +626,10 @@ trainer.train()
 logs = [entry for entry in trainer.state.log_history if "loss" in entry]
 with open(f"{sys.argv[1]}/rank{trainer.args.process_index}.json", "w") as handle:
     json.dump({"world": trainer.accelerator.num_processes, "logs": logs}, handle)
+# end the process group the Trainer started: leaving it to interpreter shutdown can kill a
+# process with "terminate called without an active exception" (gloo's threads still running)
+torch.distributed.barrier()
+torch.distributed.destroy_process_group()
 """
 
 
