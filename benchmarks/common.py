@@ -10,6 +10,7 @@ import os
 import platform
 import tempfile
 from pathlib import Path
+from typing import Any
 
 
 def cpu_model() -> str:
@@ -39,3 +40,17 @@ def write_atomically(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def machine_facts(load_average_1min: dict[str, float]) -> dict[str, Any]:
+    """Processor, versions, threads and cores, and the load averages seen during the run."""
+    import torch
+
+    return {
+        "processor": cpu_model(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "load_average_1min": load_average_1min,
+    }

@@ -36,7 +36,6 @@ import argparse
 import gzip
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -50,7 +49,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import flipless
-from common import cpu_model, load_average, write_atomically
+from common import load_average, machine_facts, write_atomically
 from flipless.losses import CompatibilityLoss, build_loss
 from flipless.teachers import CachedTeacher, ModelTeacher
 
@@ -276,14 +275,7 @@ def main() -> None:
     result = {
         "benchmark": "loss_overhead",
         "flipless_version": flipless.__version__,
-        "machine": {
-            "processor": cpu_model(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(),
-            "cpu_count": os.cpu_count(),
-            "load_average_1min": {"before": load_before, "after": load_after},
-        },
+        "machine": machine_facts({"before": load_before, "after": load_after}),
         "data": data_name,
         "samples": len(y),
         "batch_size": BATCH_SIZE,

@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -61,7 +60,7 @@ import torch
 import torch.nn.functional as F
 
 import flipless
-from common import cpu_model, load_average, write_atomically
+from common import load_average, machine_facts, write_atomically
 from flipless.losses import CompatibilityLoss, build_loss
 from flipless.teachers import CachedTeacher
 from flipless.train import MLP, LabeledData, TrainSettings, distributed, fit
@@ -412,18 +411,13 @@ def main() -> None:
     result = {
         "benchmark": "training_throughput",
         "flipless_version": flipless.__version__,
-        "machine": {
-            "processor": cpu_model(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(),
-            "cpu_count": os.cpu_count(),
-            "load_average_1min": {
+        "machine": machine_facts(
+            {
                 "before": load_before,
                 "after_loops": load_between,
                 "after": load_after,
-            },
-        },
+            }
+        ),
         "data": data_name,
         "samples_per_epoch": len(data),
         "epochs_per_run": args.epochs,
