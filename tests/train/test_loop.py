@@ -472,3 +472,36 @@ def test_an_old_model_with_fewer_classes_is_measured_in_the_new_label_space(scen
     )
     assert result.history[0].negative_flip_rate == expected.negative_flip_rate
     assert (old_answers > 0).all()
+
+
+class _LastWeights(Hook):
+    """Remembers the weights at the end of every epoch."""
+
+    def __init__(self) -> None:
+        self.weights: list[dict[str, torch.Tensor]] = []
+        self.model = None
+
+    def on_fit_start(self, trainer) -> None:
+        self.model = trainer.model
+
+    def on_epoch_end(self, trainer, record) -> None:
+        self.weights.append({k: v.detach().clone() for k, v in self.model.state_dict().items()})
+
+
+def test_without_validation_the_last_epoch_is_kept(scenario):
+    """Regression: with no validation data every epoch's accuracy is NaN, and the default rule
+    "accuracy" used to keep epoch 0."""
+    remember = _LastWeights()
+    settings = TrainSettings(epochs=3, batch_size=32, progress="none", seed=0)
+    result = fit(_new(), scenario.new_train, optimizer=_sgd, settings=settings, hooks=[remember])
+    assert len(remember.weights) == 3
+    for name, value in result.model.state_dict().items():
+        torch.testing.assert_close(value, remember.weights[-1][name], rtol=0, atol=0)
+    assert not torch.equal(remember.weights[0]["head.weight"], remember.weights[-1]["head.weight"])
+
+
+def test_selection_rules_refuse_undefined_accuracy():
+    nan = float("nan")
+    with pytest.raises(InputError, match="validation accuracy of every epoch"):
+        SelectionRule.parse("accuracy").best([0.5, nan], [0.1, 0.1])
+    assert SelectionRule.parse("last").best([nan, nan], [nan, nan]) == 1

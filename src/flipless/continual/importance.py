@@ -16,8 +16,10 @@ z = 0, so importance 0. Across tasks, :func:`accumulate` takes the element-wise 
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -28,26 +30,63 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import Dataset, default_collate
 
+from flipless.continual.subnetwork import PopupLinear
 from flipless.errors import FileFormatError, InputError, MismatchError
 from flipless.train.data import LabeledData
 
 GRANULARITIES = ("unit", "parameter")
-WEIGHTED_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+WEIGHTED_LAYERS = (nn.Linear, PopupLinear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 FORMAT = "flipless-importance"
 LossFunction = Callable[[nn.Module, dict[str, Any]], torch.Tensor]
 LayerSelection = type | tuple[type, ...] | str | Sequence[str] | None
 
+# Named layer sets (regular expressions searched in the qualified module name): the attention
+# and feed-forward projections of BERT-family encoders (BERT, RoBERTa, MiniLM, DistilBERT
+# spellings) and the low-rank adapters of LoRA (peft's ``lora_A`` / ``lora_B``).
+_ATTENTION = (
+    r"\.attention\.self\.(query|key|value)$",
+    r"\.attention\.output\.dense$",
+    r"\.attention\.(q_lin|k_lin|v_lin|out_lin)$",
+)
+_FEED_FORWARD = (r"\.intermediate\.dense$", r"\.layer\.\d+\.output\.dense$", r"\.ffn\.lin[12]$")
+LAYER_PRESETS: dict[str, tuple[str, ...]] = {
+    "hf-attention": _ATTENTION,
+    "hf-feed-forward": _FEED_FORWARD,
+    "hf-encoder": _ATTENTION + _FEED_FORWARD,
+    "lora": (r"\.lora_[AB]\.[^.]+$", r"\.lora_[AB]$"),
+}
+
 
 def select_layers(
     model: nn.Module,
-    include: type | tuple[type, ...] = (nn.Linear,),
+    include: type | tuple[type, ...] = (nn.Linear, PopupLinear),
     names: str | Sequence[str] | None = None,
+    preset: str | None = None,
 ) -> dict[str, nn.Module]:
     """The submodules of ``model`` that are instances of ``include`` and, when ``names`` is
-    given, whose qualified name matches one of its fnmatch patterns ("body.*", "head"). The
-    model itself counts, under the name "" (a bare ``nn.Linear``)."""
+    given, whose qualified name matches one of its fnmatch patterns ("body.*", "head"); or,
+    with ``preset``, whose name matches one of :data:`LAYER_PRESETS` ("hf-attention",
+    "hf-feed-forward", "hf-encoder", "lora"). The model itself counts, under the name "" (a
+    bare ``nn.Linear``)."""
     if not isinstance(model, nn.Module):
         raise InputError(f"model must be a torch.nn.Module; got {type(model).__name__}.")
+    if preset is not None:
+        if preset not in LAYER_PRESETS:
+            raise InputError(f"preset={preset!r}; expected one of {sorted(LAYER_PRESETS)}.")
+        if names is not None:
+            raise InputError("give names or preset, not both.")
+        expressions = [re.compile(expression) for expression in LAYER_PRESETS[preset]]
+        names = [
+            name
+            for name, _ in model.named_modules()
+            if any(expression.search("." + name) for expression in expressions)
+        ]
+        if not names:
+            raise InputError(
+                f"no layer of {type(model).__name__} matches preset {preset!r}; expected names "
+                f"like {LAYER_PRESETS[preset][0]!r}. Pass fnmatch patterns in names instead "
+                f"(layer names: {[n for n, _ in model.named_modules() if n][:10]})."
+            )
     if isinstance(include, type):
         include = (include,)
     if not isinstance(include, tuple) or not all(isinstance(kind, type) for kind in include):
@@ -87,9 +126,12 @@ def _patterns(names: str | Sequence[str] | None) -> tuple[str, ...] | None:
     raise InputError(f"names={names!r}; expected a pattern string or a non-empty list of them.")
 
 
-def _layers_from(model: nn.Module, layers: LayerSelection) -> dict[str, nn.Module]:
+def resolve_layers(model: nn.Module, layers: LayerSelection) -> dict[str, nn.Module]:
+    """The layers named by a :data:`LayerSelection` (see :func:`compute_importance`)."""
     if layers is None:
         return select_layers(model)
+    if isinstance(layers, str) and layers in LAYER_PRESETS:
+        return select_layers(model, preset=layers)
     if isinstance(layers, type) or (
         isinstance(layers, tuple) and layers and all(isinstance(k, type) for k in layers)
     ):
@@ -99,10 +141,42 @@ def _layers_from(model: nn.Module, layers: LayerSelection) -> dict[str, nn.Modul
 
 def task_loss(model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
     """The default proxy loss: mean cross-entropy of ``model(batch["inputs"])`` and the labels."""
-    output = model(batch["inputs"])
+    return F.cross_entropy(_logits(model(batch["inputs"])), batch["labels"])
+
+
+DROPOUT_LAYERS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
+
+
+def _logits(output: Any) -> torch.Tensor:
     if isinstance(output, (tuple, list)):
         output = output[0]
-    return F.cross_entropy(output, batch["labels"])
+    return output.logits if hasattr(output, "logits") else output
+
+
+def self_kl_loss(model: nn.Module) -> LossFunction:
+    """The proxy of DAS (Ke et al., ICLR 2023) for data without labels: the KL divergence
+    ``KL(p_frozen ‖ p_model)`` between a frozen copy of ``model`` run without dropout and the
+    model run with its dropout active, summed over classes and averaged over the batch. At the
+    trained weights the two only differ by the dropout noise, so a model without dropout
+    layers gets a zero gradient: that is refused."""
+    if not any(isinstance(m, DROPOUT_LAYERS) for m in model.modules()):
+        raise InputError(
+            f"loss='self-kl' needs dropout in the model (the perturbation it measures), and "
+            f"{type(model).__name__} has none; use loss='task' or a callable loss(model, batch)."
+        )
+    frozen = copy.deepcopy(model).eval()
+    frozen.requires_grad_(False)
+
+    def loss(current: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+        with torch.no_grad():
+            target = F.log_softmax(_logits(frozen(batch["inputs"])).double(), dim=-1)
+        for module in current.modules():
+            if isinstance(module, DROPOUT_LAYERS):
+                module.train()
+        prediction = F.log_softmax(_logits(current(batch["inputs"])).double(), dim=-1)
+        return F.kl_div(prediction, target, log_target=True, reduction="batchmean")
+
+    return loss
 
 
 class _LossCall(nn.Module):
@@ -161,22 +235,29 @@ def compute_importance(
     loss: str | LossFunction = "task",
     batch_size: int = 64,
     granularity: str = "unit",
+    seed: int = 0,
 ) -> dict[str, torch.Tensor]:
     """Layer name → importance in [0, 1] for the task of ``data`` (see the module docstring).
 
     Args:
         model: the trained model; left unchanged (weights, ``.grad``, train/eval mode).
         data: the task's data (LabeledData or a Dataset of dict batches), read in order.
-        layers: None (every nn.Linear), a module type or tuple of types, or fnmatch name
+        layers: None (every nn.Linear and sub-network layer), a preset name of
+            :data:`LAYER_PRESETS`, a module type or tuple of types, or fnmatch name
             patterns ("body.*") that pick among the Linear and Conv layers.
-        loss: "task" (cross-entropy with the batch's labels) or ``loss(model, batch) ->
-            scalar``, e.g. a KL divergence to a frozen copy.
+        loss: "task" (cross-entropy with the batch's labels), "self-kl" (:func:`self_kl_loss`:
+            KL of the model with dropout to a frozen copy of itself, no labels needed), or
+            ``loss(model, batch) -> scalar``.
         batch_size: samples per forward pass.
         granularity: "unit" (one value per output row, shape [out]) or "parameter" (shape of
             the weight).
+        seed: seeds the random number generators inside the pass (dropout of "self-kl"), so
+            that the importance is the same on every call; the global generator is left as
+            it was.
 
-    The pass runs in eval mode; gradients are taken with ``torch.autograd.grad`` with respect
-    to the multipliers only, so nothing accumulates in the parameters' ``.grad``.
+    The pass runs in eval mode (but for the dropout of "self-kl"); gradients are taken with
+    ``torch.autograd.grad`` with respect to the multipliers only, so nothing accumulates in
+    the parameters' ``.grad``.
     """
     if granularity not in GRANULARITIES:
         raise InputError(f"granularity={granularity!r}; expected one of {GRANULARITIES}.")
@@ -184,42 +265,55 @@ def compute_importance(
         raise InputError(f"batch_size={batch_size!r}; expected a positive integer.")
     if loss == "task":
         loss_function: LossFunction = task_loss
+    elif loss == "self-kl":
+        loss_function = self_kl_loss(model)
     elif callable(loss):
         loss_function = loss
     else:
-        raise InputError(f"loss={loss!r}; expected 'task' or a callable loss(model, batch).")
-    selected = _layers_from(model, layers)
+        raise InputError(
+            f"loss={loss!r}; expected 'task', 'self-kl' or a callable loss(model, batch)."
+        )
+    selected = resolve_layers(model, layers)
     weights = {name: module.weight for name, module in selected.items()}
     device = next(iter(weights.values())).device
     caller = _LossCall(model, loss_function)
-    totals = {name: torch.zeros_like(w) for name, w in weights.items()}
     was_training = model.training
     model.eval()
-    try:
-        for batch in _batches(data, batch_size, device):
-            multipliers = {
-                name: torch.ones_like(w, requires_grad=True) for name, w in weights.items()
-            }
-            overrides = {
-                ".".join(filter(None, ("model", name, "weight"))): multipliers[name]
-                * weights[name].detach()
-                for name in weights
-            }
-            value = torch.func.functional_call(caller, overrides, (batch,))
-            if not isinstance(value, torch.Tensor) or value.numel() != 1:
-                raise InputError(
-                    "the loss must return a scalar tensor; got "
-                    f"{tuple(value.shape) if isinstance(value, torch.Tensor) else value!r}."
-                )
-            gradients = torch.autograd.grad(
-                value.reshape(()), list(multipliers.values()), allow_unused=True
-            )
-            for name, gradient in zip(multipliers, gradients, strict=True):
-                if gradient is not None:
-                    totals[name] += gradient
-    finally:
-        model.train(was_training)
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        try:
+            totals = _accumulate_gradients(caller, weights, _batches(data, batch_size, device))
+        finally:
+            model.train(was_training)
     return {name: standardised_importance(g, granularity) for name, g in totals.items()}
+
+
+def _accumulate_gradients(
+    caller: _LossCall, weights: dict[str, torch.Tensor], batches: list[dict[str, Any]]
+) -> dict[str, torch.Tensor]:
+    """``Σ_batches ∂L/∂a`` per layer, with a fresh all-ones multiplier ``a`` for each batch."""
+    totals = {name: torch.zeros_like(w) for name, w in weights.items()}
+    for batch in batches:
+        multipliers = {name: torch.ones_like(w, requires_grad=True) for name, w in weights.items()}
+        overrides = {
+            ".".join(filter(None, ("model", name, "weight"))): multipliers[name]
+            * weights[name].detach()
+            for name in weights
+        }
+        value = torch.func.functional_call(caller, overrides, (batch,))
+        if not isinstance(value, torch.Tensor) or value.numel() != 1:
+            raise InputError(
+                "the loss must return a scalar tensor; got "
+                f"{tuple(value.shape) if isinstance(value, torch.Tensor) else value!r}."
+            )
+        gradients = torch.autograd.grad(
+            value.reshape(()), list(multipliers.values()), allow_unused=True
+        )
+        for name, gradient in zip(multipliers, gradients, strict=True):
+            if gradient is not None:
+                totals[name] += gradient
+    return totals
 
 
 def accumulate(

@@ -24,6 +24,7 @@ import torch
 from rich.table import Table
 from torch import nn
 
+from flipless.continual.subnetwork import PopupLinear
 from flipless.errors import InputError, MismatchError
 from flipless.train.hooks import Hook
 
@@ -61,7 +62,10 @@ class SoftMask(Hook):
         self._before: list[torch.Tensor] | None = None
         self._handle: Any = None
 
-    def _bind(self, model: nn.Module) -> None:
+    def bind(self, model: nn.Module) -> None:
+        """Find the masked parameters of ``model``: each layer's weight (and, for unit
+        importance, its bias), or the active task's scores of a
+        :class:`~flipless.continual.subnetwork.PopupLinear` layer."""
         modules = dict(model.named_modules())
         missing = sorted(set(self.importance) - set(modules))
         if missing:
@@ -71,7 +75,11 @@ class SoftMask(Hook):
             )
         factors = []
         for name, values in self.importance.items():
-            weight = getattr(modules[name], "weight", None)
+            module = modules[name]
+            if isinstance(module, PopupLinear):
+                weight, bias = module.active_scores, None
+            else:
+                weight, bias = getattr(module, "weight", None), getattr(module, "bias", None)
             if not isinstance(weight, torch.Tensor):
                 raise MismatchError(f"layer {name!r} has no weight to mask.")
             keep = (1 - values).to(device=weight.device, dtype=weight.dtype)
@@ -79,7 +87,6 @@ class SoftMask(Hook):
                 factors.append((weight, keep))
             elif weight.ndim >= 1 and values.shape == weight.shape[:1]:
                 factors.append((weight, keep.reshape(-1, *[1] * (weight.ndim - 1))))
-                bias = getattr(modules[name], "bias", None)
                 if isinstance(bias, torch.Tensor) and bias.shape == values.shape:
                     factors.append((bias, keep))
             else:
@@ -93,15 +100,23 @@ class SoftMask(Hook):
         """``(parameter, 1 − importance broadcastable to it)`` pairs, once bound to a model."""
         return list(self._factors)
 
-    def on_fit_start(self, trainer: Any) -> None:
-        """Bind to ``trainer.model``; in update mode hook ``trainer.optimizer`` (once)."""
-        self._bind(trainer.model)
+    def attach(self, optimizer: torch.optim.Optimizer) -> None:
+        """Update mode: blend the masked parameters after every step ``optimizer`` really takes
+        (a step a gradient scaler skips calls no hook, so nothing is blended or counted)."""
         self.remove()
         if self.mode == "update":
-            self._handle = trainer.optimizer.register_step_post_hook(self._after_step)
+            self._handle = optimizer.register_step_post_hook(self._after_step)
 
-    def before_optimizer_step(self, trainer: Any) -> None:
-        """Mask the gradients (gradient mode) or remember the parameters (update mode)."""
+    def on_fit_start(self, trainer: Any) -> None:
+        """Bind to ``trainer.model``; in update mode hook ``trainer.optimizer`` (once)."""
+        self.bind(trainer.model)
+        self.attach(trainer.optimizer)
+
+    def before_optimizer_step(self, trainer: Any = None) -> None:
+        """Mask the gradients (gradient mode) or remember the parameters (update mode). Call it
+        once per optimizer step, after unscaling and clipping."""
+        if not self._factors:
+            raise InputError("SoftMask is not bound to a model; call bind(model) first.")
         if self.mode == "gradient":
             with torch.no_grad():
                 for parameter, keep in self._factors:

@@ -127,6 +127,9 @@ class Trainer:
             )
         self.settings = settings or TrainSettings()
         self.rule = SelectionRule.parse(self.settings.select)
+        if validation_data is None and self.rule.name == "accuracy":
+            # Nothing to choose on: the kept model is the last epoch's.
+            self.rule = SelectionRule.parse("last")
         self.model = model
         self.train_data = train_data
         self.validation_data = validation_data
@@ -572,6 +575,8 @@ class Trainer:
         most as high, earlier on a tie), but which undominated epoch wins can change as epochs
         arrive (``nfr-within``), so all of them are kept: in memory, or in ``output_dir/epochs``.
         """
+        if self.rule.name == "last":
+            return
         frontier = undominated(
             [r.accuracy for r in history], [r.negative_flip_rate for r in history]
         )

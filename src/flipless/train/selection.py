@@ -68,6 +68,11 @@ class SelectionRule:
             raise InputError("no epoch to select from.")
         if self.name == "last":
             return len(accuracy) - 1
+        if any(math.isnan(x) for x in accuracy):
+            raise InputError(
+                f"selection rule {self!s} needs the validation accuracy of every epoch, which is "
+                "undefined; pass validation_data, or select='last'."
+            )
         if self.needs_nfr and any(math.isnan(x) for x in nfr):
             raise InputError(
                 f"selection rule {self!s} needs the validation NFR, which is undefined "

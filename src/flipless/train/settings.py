@@ -22,7 +22,8 @@ class TrainSettings:
         clip_grad_norm: clip the global gradient norm to this value (None: no clipping).
         precision: ``"32"``, ``"bf16"`` or ``"fp16"`` (fp16 needs CUDA).
         seed: seeds python, numpy and torch, and decides every epoch's batch order.
-        select: the rule that picks the kept epoch on validation (see selection.py).
+        select: the rule that picks the kept epoch on validation (see selection.py); without
+            validation data the default "accuracy" keeps the last epoch.
         checkpoint_every: also checkpoint every this many optimizer steps (0: epoch ends only).
         eval_batch_size: batch size of validation and of the old model's predictions.
         progress: ``"bar"`` (a live bar), ``"log"`` (one plain line per epoch) or ``"none"``.
