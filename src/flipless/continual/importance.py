@@ -156,13 +156,18 @@ def _logits(output: Any) -> torch.Tensor:
 def self_kl_loss(model: nn.Module) -> LossFunction:
     """The proxy of DAS (Ke et al., ICLR 2023) for data without labels: the KL divergence
     ``KL(p_frozen ‖ p_model)`` between a frozen copy of ``model`` run without dropout and the
-    model run with its dropout active, summed over classes and averaged over the batch. At the
-    trained weights the two only differ by the dropout noise, so a model without dropout
-    layers gets a zero gradient: that is refused."""
-    if not any(isinstance(m, DROPOUT_LAYERS) for m in model.modules()):
+    model run in train mode, summed over classes and averaged over the batch. Train mode makes
+    every dropout active, also the functional attention dropout of transformers models, which
+    reads its attention module's ``training`` flag; layers with running statistics (batch
+    norm) stay in eval mode and keep their statistics. At the trained weights the two only
+    differ by the dropout noise, so a model without dropout layers with p > 0 gets a zero
+    gradient (up to rounding noise, which standardisation would blow up to importances near
+    1): that is refused."""
+    if not any(isinstance(m, DROPOUT_LAYERS) and m.p > 0 for m in model.modules()):
         raise InputError(
-            f"loss='self-kl' needs dropout in the model (the perturbation it measures), and "
-            f"{type(model).__name__} has none; use loss='task' or a callable loss(model, batch)."
+            f"loss='self-kl' needs dropout with p > 0 in the model (the perturbation it "
+            f"measures), and {type(model).__name__} has none; use loss='task' or a callable "
+            "loss(model, batch)."
         )
     frozen = copy.deepcopy(model).eval()
     frozen.requires_grad_(False)
@@ -170,9 +175,10 @@ def self_kl_loss(model: nn.Module) -> LossFunction:
     def loss(current: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
         with torch.no_grad():
             target = F.log_softmax(_logits(frozen(batch["inputs"])).double(), dim=-1)
+        current.train()
         for module in current.modules():
-            if isinstance(module, DROPOUT_LAYERS):
-                module.train()
+            if getattr(module, "running_mean", None) is not None:
+                module.eval()
         prediction = F.log_softmax(_logits(current(batch["inputs"])).double(), dim=-1)
         return F.kl_div(prediction, target, log_target=True, reduction="batchmean")
 
@@ -255,9 +261,9 @@ def compute_importance(
             that the importance is the same on every call; the global generator is left as
             it was.
 
-    The pass runs in eval mode (but for the dropout of "self-kl"); gradients are taken with
-    ``torch.autograd.grad`` with respect to the multipliers only, so nothing accumulates in
-    the parameters' ``.grad``.
+    The pass runs in eval mode (with "self-kl", the model under measure in train mode but for
+    batch norm); gradients are taken with ``torch.autograd.grad`` with respect to the
+    multipliers only, so nothing accumulates in the parameters' ``.grad``.
     """
     if granularity not in GRANULARITIES:
         raise InputError(f"granularity={granularity!r}; expected one of {GRANULARITIES}.")
