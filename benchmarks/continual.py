@@ -8,14 +8,16 @@ task, batch 32, the last epoch kept. Methods, each with SGD (lr 0.05, momentum 0
 AdamW (lr 1e-3, weight decay 0.01):
 
 (a) ``plain``: fine-tune on each task in turn;
-(b) ``soft-mask``: after each task, unit importance of every Linear layer from its training
-    data (task loss), accumulated by maximum; the next tasks' gradients are multiplied by
-    ``1 − importance`` once per optimizer step (:class:`flipless.continual.SoftMask`);
+(b) ``soft-mask``: after each task, the importance of every Linear layer from its training
+    data (task loss), per unit (output row) or per parameter, accumulated by maximum; the next
+    tasks' gradients are multiplied by ``1 − importance`` once per optimizer step
+    (:class:`flipless.continual.SoftMask`);
 (c) ``soft-mask-update``: the same importance, optimizer-aware: the update itself is scaled;
 (d) ``sub-network``: the Linear layers become :class:`~flipless.continual.PopupLinear`
     (frozen signed constants, popup scores per task copied from the previous task, Adam lr
-    0.01 on the scores, soft-masked in update mode); each task is evaluated with its own
-    scores (the task id is given at inference).
+    0.01 on the scores); each task is evaluated with its own scores (the task id is given at
+    inference); ``sub-network+soft-mask``: the same, the new task's scores soft-masked in
+    update mode by the importance of the earlier tasks.
 
 Evaluation, after each stage on every task's test split: *task-incremental* accuracy (the task
 id is known: argmax over the task's two classes; the setting of TSS and of (d)) and, for
@@ -60,7 +62,7 @@ from flipless.train.datasets import load_digits, load_fashion_mnist
 
 RESULTS = Path(__file__).parent / "results" / "continual.json"
 TASKS = ((0, 1), (2, 3), (4, 5), (6, 7), (8, 9))
-METHODS = ("plain", "soft-mask", "soft-mask-update", "sub-network")
+GRANULARITIES = ("unit", "parameter")
 OPTIMIZERS: dict[str, Callable[[object], torch.optim.Optimizer]] = {
     "sgd": lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9),
     "adamw": lambda p: torch.optim.AdamW(p, lr=1e-3, weight_decay=0.01),
@@ -96,21 +98,29 @@ def predictions(model: torch.nn.Module, data: LabeledData, classes: tuple[int, i
 
 
 def run_sequence(
-    method: str, optimizer: str, seed: int, train: LabeledData, test: LabeledData, epochs: int
+    method: str,
+    optimizer: str,
+    seed: int,
+    train: LabeledData,
+    test: LabeledData,
+    epochs: int,
+    granularity: str = "unit",
 ) -> dict[str, object]:
     """Train the 5 tasks in order; the accuracy matrices and the task-1 predictions."""
     torch.manual_seed(seed)
     in_features = int(np.prod(train.inputs.shape[1:]))
     model = MLP(in_features, 10, hidden=(256,))
     masker = None
-    if method == "sub-network":
+    if method.startswith("sub-network"):
         to_subnetwork(model, select_layers(model), seed=seed)
-        masker = SoftMasker(model, mode="update")
+        if method == "sub-network+soft-mask":
+            masker = SoftMasker(model, granularity=granularity, mode="update")
         make_optimizer = lambda p: torch.optim.Adam(p, lr=0.01)  # noqa: E731
     else:
         make_optimizer = OPTIMIZERS[optimizer]
-    if method != "plain":
-        masker = SoftMasker(model, mode="update" if method == "soft-mask-update" else "gradient")
+    if method in ("soft-mask", "soft-mask-update"):
+        mode = "update" if method == "soft-mask-update" else "gradient"
+        masker = SoftMasker(model, granularity=granularity, mode=mode)
     settings = TrainSettings(
         epochs=epochs, batch_size=32, progress="none", device="cpu", seed=seed, select="last"
     )
@@ -119,7 +129,7 @@ def run_sequence(
     first_task: dict[str, np.ndarray] = {}
     for number, classes in enumerate(TASKS):
         data = task_data(train, classes)
-        if method == "sub-network" and number:
+        if method.startswith("sub-network") and number:
             add_task(model)
         hooks = [masker.hook()] if masker is not None and number else []
         fit(model, data, optimizer=make_optimizer, settings=settings, hooks=hooks, resume=False)
@@ -128,7 +138,7 @@ def run_sequence(
         row_task, row_class = [], []
         for task_number, (task_test, task_classes) in enumerate(zip(tests, TASKS, strict=True)):
             labels = task_test.labels.numpy()
-            if method == "sub-network":
+            if method.startswith("sub-network"):
                 with use_task(model, min(task_number, number)):
                     predicted = predictions(model, task_test, task_classes)
                 row_class.append(float("nan"))
@@ -188,16 +198,24 @@ def main() -> None:
     loads = {"start": load_average()}
     started = time.perf_counter()
     runs: dict[str, list[dict[str, object]]] = {}
-    configurations = [(m, o) for m in METHODS if m != "sub-network" for o in OPTIMIZERS]
-    configurations.append(("sub-network", "adam"))
-    for method, optimizer in configurations:
-        key = f"{method}/{optimizer}"
+    configurations = [("plain", "-", o) for o in OPTIMIZERS]
+    configurations += [
+        (m, g, o)
+        for m in ("soft-mask", "soft-mask-update")
+        for g in GRANULARITIES
+        for o in OPTIMIZERS
+    ]
+    configurations.append(("sub-network", "-", "adam"))
+    configurations += [("sub-network+soft-mask", g, "adam") for g in GRANULARITIES]
+    for method, granularity, optimizer in configurations:
+        key = method if granularity == "-" else f"{method}[{granularity}]"
+        key = f"{key}/{optimizer}"
         runs[key] = []
         for seed in args.seeds:
-            run = run_sequence(method, optimizer, seed, train, test, args.epochs)
+            run = run_sequence(method, optimizer, seed, train, test, args.epochs, granularity)
             run["seed"] = seed
             run["task_summary"] = summary_of(run["task_incremental"])
-            if method != "sub-network":
+            if not method.startswith("sub-network"):
                 run["class_summary"] = summary_of(run["class_incremental"])
             runs[key].append(run)
     loads["end"] = load_average()
@@ -215,7 +233,9 @@ def main() -> None:
     goals = {}
     for optimizer in OPTIMIZERS:
         plain = table[f"plain/{optimizer}"]["task_summary"]
-        for method in ("soft-mask", "soft-mask-update"):
+        for method in [
+            f"{m}[{g}]" for m in ("soft-mask", "soft-mask-update") for g in GRANULARITIES
+        ]:
             ours = table[f"{method}/{optimizer}"]["task_summary"]
             cut = 1 - ours["average_forgetting"]["mean"] / plain["average_forgetting"]["mean"]
             accuracy_gap = (
@@ -228,7 +248,7 @@ def main() -> None:
             }
     print(f"{args.data}: 5 tasks × 2 classes, {args.epochs} epochs per task, seeds {args.seeds}")
     print(
-        f"{'method/optimizer':28} {'A (task)':>14} {'F (task)':>14} {'BWT (task)':>14} "
+        f"{'method/optimizer':40} {'A (task)':>14} {'F (task)':>14} {'BWT (task)':>14} "
         f"{'A (class)':>14} {'F (class)':>14} {'NFR task 1':>14}"
     )
     for key, row in table.items():
@@ -244,7 +264,7 @@ def main() -> None:
             cells += [None, None]
         cells.append(row["nfr_task_1"])
         text = [f"{c['mean']:7.3f}±{c['std']:.3f}" if c else f"{'—':>13}" for c in cells]
-        print(f"{key:28} " + " ".join(f"{t:>14}" for t in text))
+        print(f"{key:40} " + " ".join(f"{t:>14}" for t in text))
     for key, goal in goals.items():
         print(
             f"goal {key}: forgetting cut {goal['forgetting_cut']:.0%}, accuracy "
