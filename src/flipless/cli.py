@@ -326,6 +326,10 @@ def demo(
     console.print(
         f"\nWrote {out}/summary.json and one comparison per method ({out}/<method>.json)."
     )
+    from flipless.demo import write_demo_report
+
+    report = write_demo_report(update, out / "report.html")
+    console.print(f"Wrote the interactive report {report}: open it in a browser.", highlight=False)
 
 
 def methods_table(comparisons: dict[str, Comparison]) -> Table:
@@ -506,6 +510,89 @@ def selection_table(selection: Any) -> Table:
             "← chosen" if point.old_weight == selection.chosen else "",
         )
     return table
+
+
+@app.command()
+@reports_errors
+def sweep(
+    config: Annotated[Path, typer.Argument(help="A TOML or YAML sweep configuration.")],
+    workers: Annotated[
+        int | None, typer.Option("--workers", help="Local worker processes (overrides the config).")
+    ] = None,
+    backend: Annotated[
+        str | None, typer.Option("--backend", help="local or ray (overrides the config).")
+    ] = None,
+    store: Annotated[
+        Path | None,
+        typer.Option(
+            "--store", help="The results file, .jsonl or .parquet (overrides the config)."
+        ),
+    ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", help="No progress; print only the final table.")
+    ] = False,
+    force_new_store: Annotated[
+        bool,
+        typer.Option(
+            "--force-new-store",
+            help="Move an existing store and its files aside (replaced-<time>/) and start anew.",
+        ),
+    ] = False,
+) -> None:
+    """Run a grid of compatible updates (method × strength × seed); a rerun resumes it."""
+    from flipless.sweep.config import load_sweep_config, with_overrides
+    from flipless.sweep.display import front_table
+    from flipless.sweep.pareto import select_point
+    from flipless.sweep.runner import run_sweep
+
+    settings = with_overrides(
+        load_sweep_config(config), workers=workers, backend=backend, store=store
+    )
+    outcome = run_sweep(settings, quiet=quiet, new_store=force_new_store, console=console)
+    if outcome.moved_to is not None:
+        console.print(f"The previous store and its files are in {outcome.moved_to}.")
+    console.print(front_table(outcome.records))
+    selection = select_point(outcome.records, settings.select)
+    console.print(Text(f"Chosen on dev by {selection.rule}: {selection.reason}"))
+    console.print(
+        f"{len(outcome.ran)} point(s) run now, {len(outcome.skipped)} found in {outcome.store}.",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command()
+@reports_errors
+def report(
+    source: Annotated[
+        Path,
+        typer.Argument(
+            help="A comparison JSON (flipless compare --json) or a sweep results store "
+            "(.jsonl / .parquet)."
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="The HTML file to write.")] = Path(
+        "report.html"
+    ),
+    title: Annotated[str | None, typer.Option("--title", help="The report's title.")] = None,
+    max_instances_per_point: Annotated[
+        int,
+        typer.Option(
+            "--max-instances-per-point",
+            help="Rows embedded per run of a sweep (flips and errors first).",
+        ),
+    ] = 10_000,
+) -> None:
+    """Write the interactive HTML report of a comparison or a sweep (one self-contained file)."""
+    from flipless.report import write_report
+
+    written = write_report(
+        source, out, title=title, max_instances_per_point=max_instances_per_point
+    )
+    size = written.stat().st_size / 2**20
+    console.print(
+        f"Wrote {written} ({size:.1f} MiB); open it in a browser.", highlight=False, soft_wrap=True
+    )
 
 
 @app.command()

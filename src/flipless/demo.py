@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -165,3 +166,16 @@ def run_demo(seed: int = 0, methods: tuple[str, ...] = METHODS) -> DemoUpdate:
     finally:
         torch.set_num_threads(threads)
     return DemoUpdate(scenario, comparisons, kept, seed, selection.chosen)
+
+
+def write_demo_report(update: DemoUpdate, path: Path) -> Path:
+    """The interactive report of the update: each method a run against the old model, the
+    test digits drawn as thumbnails; the plain update (cross-entropy) is shown first."""
+    from flipless.report import write_report
+
+    return write_report(
+        update.comparisons,
+        path,
+        inputs=update.scenario.test.inputs.numpy(),
+        title=f"flipless demo: digits, seed {update.seed}",
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -142,9 +143,37 @@ def test_demo_trains_compatible_models_and_writes_their_comparisons(tmp_path):
         compatible = Comparison.from_json(str(out / f"{name}.json"))
         assert compatible.negative_flips < plain.negative_flips
         assert summary["methods"][name]["negative_flips"] == compatible.negative_flips
+    _check_demo_report(out, result.output)
     again = runner.invoke(app, ["demo", "--out", str(tmp_path / "again")])
     assert again.exit_code == 0, again.output
     assert json.loads((tmp_path / "again" / "summary.json").read_text()) == summary  # seeded
+
+
+def _check_demo_report(out, output: str) -> None:
+    """`flipless demo` ends by writing the interactive report of its update."""
+    report = out / "report.html"
+    assert f"Wrote the interactive report {report}" in output.replace("\n", "")
+    html = report.read_text("utf-8")
+    documents = {
+        name: json.loads(text)
+        for name, text in re.findall(
+            r'<script type="application/json" id="([^"]+)">(.*?)</script>', html, re.S
+        )
+    }
+    main = documents["flipless-payload"]
+    methods = ["cross-entropy", "fd-kl", "ldi", "fine-tuned", "bcwi"]
+    assert main["comparisons"] == methods and main["initial"] == 0
+    assert [p["method"] for p in main["sweep"]["points"]] == methods
+    assert main["dataset"]["size"] == 451  # the digits test split
+    for index, name in enumerate(methods):
+        written = Comparison.from_json(str(out / f"{name}.json"))
+        assert documents[f"flipless-comparison-{index}"]["counts"] == written.counts.as_dict()
+        accuracy = main["sweep"]["metrics"]["given"]["accuracy"][index]
+        assert accuracy == written.accuracy_new
+    # A thumbnail (8×8 digit) for every test image that either model got wrong.
+    plain = Comparison.from_json(str(out / "cross-entropy.json")).instances
+    wrong = {int(i) for i, ok in enumerate(plain.old_correct & plain.new_correct) if not ok}
+    assert wrong <= {int(row) for row in main["dataset"]["thumbnails"]}
 
 
 def test_version():
