@@ -147,7 +147,7 @@ def _sqlite_artifact_root(uri: str) -> Path | None:
 
 
 @contextmanager
-def _file_store_allowed(uri: str) -> Iterator[None]:
+def file_store_allowed(uri: str) -> Iterator[None]:
     """Let mlflow ≥ 3.7 open a file store while the client is built, then restore the variable.
 
     mlflow checks ``MLFLOW_ALLOW_FILE_STORE`` only when it creates a store, and keeps the
@@ -265,7 +265,7 @@ class MlflowTracker:
         if artifact_root is not None:
             artifact_root.parent.mkdir(parents=True, exist_ok=True)
         try:
-            with _file_store_allowed(self._tracking_uri):
+            with file_store_allowed(self._tracking_uri):
                 self._client: MlflowClient = MlflowClient(tracking_uri=self._tracking_uri)
         except UnsupportedModelRegistryStoreURIException as error:
             raise InputError(

@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsed
 from rich.progress import Progress as RichProgress
 
 
-def _percent(value: float) -> str:
+def percent(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{100 * value:.2f}%"
 
 
@@ -24,8 +24,8 @@ def epoch_line(record: Any, epochs: int) -> str:
     """One line per epoch: loss, validation accuracy, NFR and BTC."""
     return (
         f"epoch {record.epoch + 1}/{epochs}  loss {record.train_loss:.4f}  "
-        f"val accuracy {_percent(record.accuracy)}  NFR {_percent(record.negative_flip_rate)}  "
-        f"BTC {_percent(record.backward_trust_compatibility)}  "
+        f"val accuracy {percent(record.accuracy)}  NFR {percent(record.negative_flip_rate)}  "
+        f"BTC {percent(record.backward_trust_compatibility)}  "
         f"{record.samples_per_second:,.0f} samples/s"
     )
 

@@ -81,7 +81,8 @@ def model_settings(config: RunConfig, sample: LabeledData) -> dict[str, Any]:
     return settings
 
 
-def _optimizer(config: RunConfig):
+def optimizer_factory(config: RunConfig):
+    """``make(parameters) -> torch.optim.Optimizer`` as the config's optimizer section says."""
     settings = config.optimizer
 
     def make(parameters):
@@ -98,7 +99,9 @@ def _optimizer(config: RunConfig):
     return make
 
 
-def _old_model(config: RunConfig, scenario: UpdateScenario, out: Path) -> nn.Module:
+def prepare_old_model(config: RunConfig, scenario: UpdateScenario, out: Path) -> nn.Module:
+    """The old model: loaded from ``old.checkpoint``, or trained on the scenario's old split
+    (and saved as ``out/old.safetensors``); in eval mode."""
     if config.old.checkpoint is not None:
         return load_model(config.old.checkpoint)
     torch.manual_seed(config.seed + 1)
@@ -116,7 +119,7 @@ def _old_model(config: RunConfig, scenario: UpdateScenario, out: Path) -> nn.Mod
         model,
         scenario.old_train,
         scenario.validation,
-        optimizer=_optimizer(config),
+        optimizer=optimizer_factory(config),
         settings=settings,
         output_dir=out / "old",
     ).model
@@ -124,7 +127,9 @@ def _old_model(config: RunConfig, scenario: UpdateScenario, out: Path) -> nn.Mod
     return old.eval()
 
 
-def _teacher(config: RunConfig, old: nn.Module, scenario: UpdateScenario, out: Path) -> Any:
+def build_teacher(config: RunConfig, old: nn.Module, scenario: UpdateScenario, out: Path) -> Any:
+    """The teacher of the config's ``loss.teacher``: the live old model, or its logits cached
+    once over the new training split in ``out/teacher.safetensors``."""
     from flipless.teachers import CachedTeacher, ModelTeacher
 
     if config.loss.teacher == "model":
@@ -143,7 +148,8 @@ def _fetch_inputs(data: LabeledData, positions: torch.Tensor) -> Any:
     return [data.inputs[i] for i in positions.tolist()]
 
 
-def _objective(config: RunConfig, old: nn.Module):
+def build_objective(config: RunConfig, old: nn.Module):
+    """The config's compatibility objective (None for plain cross-entropy)."""
     if config.loss.preset == "cross-entropy":
         if config.loss.overrides:
             raise InputError(
@@ -180,9 +186,9 @@ def run_config(config: RunConfig) -> RunOutcome:
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2, default=str))
     scenario = load_scenario(config)
-    old = _old_model(config, scenario, out)
-    objective = _objective(config, old)
-    teacher = _teacher(config, old, scenario, out) if objective is not None else None
+    old = prepare_old_model(config, scenario, out)
+    objective = build_objective(config, old)
+    teacher = build_teacher(config, old, scenario, out) if objective is not None else None
     tracker = None
     if config.tracking.mlflow is not None:
         from flipless.tracking import MlflowTracker
@@ -200,7 +206,7 @@ def run_config(config: RunConfig) -> RunOutcome:
             objective=objective,
             teacher=teacher,
             old_model=old,
-            optimizer=_optimizer(config),
+            optimizer=optimizer_factory(config),
             settings=config.train,
             tracker=tracker,
             output_dir=out / "new",

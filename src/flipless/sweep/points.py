@@ -1,0 +1,204 @@
+"""Running one point of a sweep, in whichever process: train or interpolate, measure, record.
+
+A loss point trains a new model from scratch with the point's objective against the sweep's
+old model, exactly as :mod:`flipless.train.recipe` does (same scenario, teacher, optimizer and
+kept-epoch rule), except that the new model's initialisation is seeded with the point's seed
+(the recipe seeds it with ``config.seed``, which here fixes the data split for every point).
+An interpolation point loads its seed's cross-entropy model and the old one and builds
+θ(α) = α θ_old + (1 − α) θ_ce (Fisher-weighted for ``fisher-bcwi``, with the old model's
+diagonal Fisher on its own training split; Schumann et al., 2023).
+
+Either way the model is measured against the old model on the new training split
+(``train``), the validation split (``dev``) and the test split (``test``) with
+:func:`flipless.compare`. The point's folder is emptied first (a folder without a record is
+redone from scratch); the files are written there, and the record that points to them is
+returned to the parent, which appends it to the store last.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from flipless import __version__
+from flipless.metrics.comparison import Comparison, compare
+from flipless.sweep.grid import SweepPoint
+from flipless.sweep.store import RECORD_SCHEMA, to_json_value
+from flipless.sweep.workspace import log_event, utc_now
+from flipless.train.config import RunConfig
+from flipless.train.data import LabeledData
+from flipless.train.loop import fit
+from flipless.train.models import build_model, load_model, save_model
+from flipless.train.recipe import (
+    build_objective,
+    build_teacher,
+    load_scenario,
+    model_settings,
+    optimizer_factory,
+    predict,
+)
+from flipless.train.scenario import UpdateScenario
+
+#: The metrics of each split in a record, in this order.
+SPLIT_METRICS = (
+    "accuracy",
+    "old_accuracy",
+    "negative_flip_rate",
+    "positive_flip_rate",
+    "relative_negative_flip_rate",
+    "backward_trust_compatibility",
+    "backward_error_compatibility",
+)
+SPLITS = ("train", "dev", "test")
+
+
+@dataclass(frozen=True)
+class PointTask:
+    """Everything a worker needs to run one point (picklable).
+
+    Attributes:
+        point: the grid point.
+        config: its run config (:func:`~flipless.sweep.grid.point_config`).
+        sweep_folder: the store's folder; record paths are relative to it.
+        fingerprint: the point's settings fingerprint, copied into the record.
+        new_model: for an interpolation point, the cross-entropy model's file.
+        fisher: for ``fisher-bcwi``, the old model's Fisher file.
+    """
+
+    point: SweepPoint
+    config: RunConfig
+    sweep_folder: str
+    fingerprint: str
+    new_model: str | None = None
+    fisher: str | None = None
+
+
+def split_metrics(comparison: Comparison) -> dict[str, Any]:
+    """The record's metrics of one split (NaN where a rate is undefined)."""
+    values = {
+        "accuracy": comparison.accuracy_new,
+        "old_accuracy": comparison.accuracy_old,
+        "negative_flip_rate": comparison.negative_flip_rate,
+        "positive_flip_rate": comparison.positive_flip_rate,
+        "relative_negative_flip_rate": comparison.relative_negative_flip_rate,
+        "backward_trust_compatibility": comparison.backward_trust_compatibility,
+        "backward_error_compatibility": comparison.backward_error_compatibility,
+    }
+    return {**{name: float(value) for name, value in values.items()}, "size": comparison.total}
+
+
+def measure(
+    old: nn.Module, new: nn.Module, scenario: UpdateScenario, seed: int, batch_size: int
+) -> dict[str, Comparison]:
+    """The new model against the old one on the train (new), dev and test splits."""
+    splits: dict[str, LabeledData] = {
+        "train": scenario.new_train,
+        "dev": scenario.validation,
+        "test": scenario.test,
+    }
+    return {
+        name: compare(
+            predict(old, data, batch_size),
+            predict(new, data, batch_size),
+            data.labels.numpy(),
+            ids=data.ids.numpy(),
+            class_names=list(scenario.class_names),
+            seed=seed,
+        )
+        for name, data in splits.items()
+    }
+
+
+def _train(task: PointTask, scenario: UpdateScenario, old: nn.Module, out: Path) -> nn.Module:
+    config = task.config
+    objective = build_objective(config, old)
+    teacher = build_teacher(config, old, scenario, out) if objective is not None else None
+    torch.manual_seed(task.point.seed)
+    new = build_model(config.model.name, **model_settings(config, scenario.new_train))
+    result = fit(
+        new,
+        scenario.new_train,
+        scenario.validation,
+        objective=objective,
+        teacher=teacher,
+        old_model=old,
+        optimizer=optimizer_factory(config),
+        settings=config.train,
+    )
+    history = {
+        "kept_epoch": result.best_epoch,
+        "rule": result.rule,
+        "history": [record.as_dict() for record in result.history],
+    }
+    (out / "history.json").write_text(json.dumps(to_json_value(history), indent=1) + "\n")
+    return result.model
+
+
+def _interpolate(task: PointTask, old: nn.Module) -> nn.Module:
+    from flipless.merge.fisher import load_fisher
+    from flipless.merge.interpolate import interpolate
+
+    new = load_model(task.new_model)
+    fisher = load_fisher(task.fisher) if task.fisher is not None else None
+    return interpolate(old, new, float(task.point.strength), fisher=fisher)
+
+
+def _relative(path: Path, folder: Path) -> str:
+    return path.resolve().relative_to(folder.resolve()).as_posix()
+
+
+def run_point(task: PointTask) -> dict[str, Any]:
+    """Run one point and return its record (see the module docstring and docs/sweep.md)."""
+    started = time.perf_counter()
+    point, config = task.point, task.config
+    folder = Path(task.sweep_folder)
+    out = Path(config.output_dir)
+    log_event(folder, "started", point.point_id)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    settings = config.to_dict()
+    if point.kind == "interpolation":
+        settings["interpolation"] = {
+            "method": point.method,
+            "old_weight": point.strength,
+            "new_model": _relative(Path(task.new_model), folder),
+            "fisher": None if task.fisher is None else _relative(Path(task.fisher), folder),
+        }
+    (out / "config.json").write_text(json.dumps(settings, indent=2, default=str) + "\n")
+    scenario = load_scenario(config)
+    old = load_model(config.old.checkpoint)
+    trained = point.kind == "loss"
+    model = _train(task, scenario, old, out) if trained else _interpolate(task, old)
+    save_model(model, out / "model.safetensors", {"role": "new", "point_id": point.point_id})
+    comparisons = measure(old, model, scenario, point.seed, config.train.eval_batch_size)
+    comparisons["test"].to_json(str(out / "test_comparison.json"))
+    return {
+        "schema": RECORD_SCHEMA,
+        "point_id": point.point_id,
+        "method": point.method,
+        "kind": point.kind,
+        "strength_name": point.strength_name,
+        "strength": point.strength,
+        "seed": point.seed,
+        "config": to_json_value(json.loads(json.dumps(settings, default=str))),
+        "metrics": {name: split_metrics(c) for name, c in comparisons.items()},
+        "comparison_path": _relative(out / "test_comparison.json", folder),
+        "model_path": _relative(out / "model.safetensors", folder),
+        "duration_s": round(time.perf_counter() - started, 3),
+        "finished_at": utc_now(),
+        "versions": {
+            "flipless": __version__,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
+        "fingerprint": task.fingerprint,
+    }
