@@ -50,14 +50,13 @@ import dataclasses
 import hashlib
 import json
 import math
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from flipless.errors import FileFormatError, InputError
-from flipless.train.config import RunConfig, parse_config
+from flipless.train.config import RunConfig, parse_config, read_document
 
 CROSS_ENTROPY = "cross-entropy"
 #: Interpolation methods: θ(α) = α θ_old + (1 − α) θ_ce, plainly or Fisher-weighted.
@@ -392,32 +391,6 @@ def _store_path(store: Any, output_dir: Any, base_dir: Path | None) -> Path:
             "sweep writes beside its store: drop output_dir, or put the store in it."
         )
     return path
-
-
-def read_document(path: str | Path) -> Any:
-    """The parsed content of a ``.toml``, ``.yaml``/``.yml`` or ``.json`` file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileFormatError(f"no config file at {path}.")
-    text = path.read_text(encoding="utf-8")
-    try:
-        if path.suffix == ".toml":
-            return tomllib.loads(text)
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            return yaml.safe_load(text)
-        if path.suffix == ".json":
-            return json.loads(text)
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError, ValueError) as error:
-        raise FileFormatError(f"{path} is not valid {path.suffix[1:].upper()}: {error}") from error
-    except Exception as error:  # yaml's errors (ScannerError, ParserError, …)
-        if type(error).__module__.startswith("yaml"):
-            raise FileFormatError(f"{path} is not valid YAML: {error}") from error
-        raise
-    raise FileFormatError(
-        f"{path}: unknown config format {path.suffix!r}; use .toml, .yaml, .yml or .json."
-    )
 
 
 def load_sweep_config(path: str | Path) -> SweepConfig:

@@ -264,31 +264,36 @@ def _resolve_paths(config: RunConfig, base: Path) -> RunConfig:
     )
 
 
-def load_config(path: str | Path) -> RunConfig:
-    """Read and check a ``.toml``, ``.yaml``/``.yml`` or ``.json`` config file."""
+def read_document(path: str | Path) -> Any:
+    """The parsed content of a ``.toml``, ``.yaml``/``.yml`` or ``.json`` file."""
     path = Path(path)
     if not path.is_file():
         raise FileFormatError(f"no config file at {path}.")
     text = path.read_text(encoding="utf-8")
     try:
         if path.suffix == ".toml":
-            document = tomllib.loads(text)
-        elif path.suffix in (".yaml", ".yml"):
+            return tomllib.loads(text)
+        if path.suffix in (".yaml", ".yml"):
             import yaml
 
-            document = yaml.safe_load(text)
-        elif path.suffix == ".json":
-            document = json.loads(text)
-        else:
-            raise FileFormatError(
-                f"{path}: unknown config format {path.suffix!r}; use .toml, .yaml, .yml or .json."
-            )
+            return yaml.safe_load(text)
+        if path.suffix == ".json":
+            return json.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError, ValueError) as error:
         raise FileFormatError(f"{path} is not valid {path.suffix[1:].upper()}: {error}") from error
     except Exception as error:  # yaml's errors (ScannerError, ParserError, …)
         if type(error).__module__.startswith("yaml"):
             raise FileFormatError(f"{path} is not valid YAML: {error}") from error
         raise
+    raise FileFormatError(
+        f"{path}: unknown config format {path.suffix!r}; use .toml, .yaml, .yml or .json."
+    )
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read and check a ``.toml``, ``.yaml``/``.yml`` or ``.json`` config file."""
+    path = Path(path)
+    document = read_document(path)
     try:
         return parse_config(document, base=path.parent)
     except InputError as error:
