@@ -149,6 +149,17 @@ class SoftMask(Hook):
         self.steps = int(state.get("steps", 0))
 
 
+def checked_soft_mask(value: Any) -> SoftMask:
+    """``value`` if it is a :class:`SoftMask` (what the framework callbacks wrap), else an
+    :class:`~flipless.errors.InputError`."""
+    if not isinstance(value, SoftMask):
+        raise InputError(
+            f"soft_mask is a {type(value).__name__}; expected a SoftMask "
+            "(SoftMasker.hook() makes one)."
+        )
+    return value
+
+
 def protected_share(
     importance: Mapping[str, torch.Tensor], threshold: float = 0.5
 ) -> dict[str, float]:

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from flipless.continual.softmask import SoftMask
+from flipless.continual.softmask import SoftMask, checked_soft_mask
 from flipless.errors import InputError, MissingExtraError
 
 try:
@@ -48,12 +48,7 @@ class SoftMaskCallback(transformers.TrainerCallback):
     """Apply ``soft_mask`` once per optimizer step of a ``transformers.Trainer``."""
 
     def __init__(self, soft_mask: SoftMask) -> None:
-        if not isinstance(soft_mask, SoftMask):
-            raise InputError(
-                f"soft_mask is a {type(soft_mask).__name__}; expected a SoftMask "
-                "(SoftMasker.hook() makes one)."
-            )
-        self.soft_mask = soft_mask
+        self.soft_mask = checked_soft_mask(soft_mask)
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         model, optimizer = kwargs.get("model"), kwargs.get("optimizer")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flipless.continual.softmask import SoftMask
+from flipless.continual.softmask import SoftMask, checked_soft_mask
 from flipless.errors import InputError
 from flipless.integrations.lightning import pl
 
@@ -26,12 +26,7 @@ class SoftMaskCallback(pl.Callback):
     """Apply ``soft_mask`` once per optimizer step of a Lightning ``Trainer``."""
 
     def __init__(self, soft_mask: SoftMask) -> None:
-        if not isinstance(soft_mask, SoftMask):
-            raise InputError(
-                f"soft_mask is a {type(soft_mask).__name__}; expected a SoftMask "
-                "(SoftMasker.hook() makes one)."
-            )
-        self.soft_mask = soft_mask
+        self.soft_mask = checked_soft_mask(soft_mask)
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         if len(trainer.optimizers) != 1:
