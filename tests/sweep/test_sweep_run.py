@@ -432,7 +432,12 @@ def test_a_killed_sweep_resumes_with_nothing_lost_or_repeated(tmp_path):
     events = read_events(tmp_path / "out")
     for point_id in done_at_kill:  # finished before the kill: started once, never again
         assert events.count(("started", point_id)) == 1
-    assert sorted(p for e, p in events if e == "finished") == sorted(metrics_by_id(records))
+    finished = [p for e, p in events if e == "finished"]
+    assert len(finished) == len(set(finished))  # no point finished twice
+    assert set(resumed.ran) <= set(finished) <= set(metrics_by_id(records))
+    # the kill may land between a record's append and its event line: only the last record
+    # written before the kill can lack its "finished" event
+    assert set(done_at_kill[:-1]) <= set(finished)
 
 
 @pytest.mark.slow
