@@ -17,6 +17,7 @@ from flipless.train.models import (
     MLP,
     MODELS,
     FeatureModel,
+    ResNet,
     ResNet18,
     SmallCNN,
     build_model,
@@ -74,6 +75,13 @@ CASES = [
     ("cnn", {"in_channels": 3, "num_classes": 7, "image_size": 32, "width": 8}, (3, 32, 32), 128),
     ("resnet18", {"in_channels": 1, "num_classes": 10, "image_size": 28}, (1, 28, 28), 512),
     ("resnet18", {"in_channels": 3, "num_classes": 10, "image_size": 32}, (3, 32, 32), 512),
+    ("resnet", {"in_channels": 1, "num_classes": 10, "image_size": 28}, (1, 28, 28), 64),
+    (
+        "resnet",
+        {"in_channels": 3, "num_classes": 5, "image_size": 9, "widths": [8, 12], "blocks": 2},
+        (3, 9, 9),
+        12,
+    ),
 ]
 IDS = [f"{name}-{'x'.join(map(str, shape))}" for name, _, shape, _ in CASES]
 
@@ -96,6 +104,34 @@ def test_shapes_and_forward_is_head_of_features(name, kwargs, shape, feature_dim
     assert model.num_classes == kwargs["num_classes"]
     assert isinstance(model.head, nn.Linear)
     assert (model.head.in_features, model.head.out_features) == (feature_dim, model.num_classes)
+
+
+def test_resnet_parameter_count_and_strides_equal_the_hand_computation():
+    # ResNet-8: stem 1→16 (stride 2), stages 16, 32, 64 of one block each
+    total = conv_params(3, 1, 16) + bn_params(16)
+    total += 2 * (conv_params(3, 16, 16) + bn_params(16))  # identity shortcut
+    for channels_in, channels_out in ((16, 32), (32, 64)):
+        total += conv_params(3, channels_in, channels_out) + conv_params(
+            3, channels_out, channels_out
+        )
+        total += conv_params(1, channels_in, channels_out) + 3 * bn_params(channels_out)
+    total += 64 * 10 + 10
+    model = ResNet(1, 10, 28)
+    assert parameter_count(model) == total == 77_754
+    strides = [m.stride for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert strides[0] == (2, 2)  # the stem halves 28×28 to 14×14, the stages give 7×7, 4×4
+    activations = model.stages(model.stem(images((1, 28, 28))))
+    assert activations.shape == (2, 64, 4, 4)
+    two_blocks = ResNet(1, 10, 28, widths=(16, 32), blocks=2, stem_stride=1)
+    assert [len(stage) for stage in two_blocks.stages] == [2, 2]
+    assert two_blocks.build_kwargs == {
+        "in_channels": 1,
+        "num_classes": 10,
+        "image_size": 28,
+        "widths": [16, 32],
+        "blocks": 2,
+        "stem_stride": 1,
+    }
 
 
 def test_resnet18_parameter_count_equals_the_hand_count():
@@ -161,8 +197,9 @@ def test_mlp_without_hidden_layers_is_logistic_regression():
         ("mlp", {"in_features": 64, "num_classes": 10, "hidden": (16, 8), "dropout": 0.2}, (64,)),
         ("cnn", {"in_channels": 1, "num_classes": 10, "image_size": 8, "width": 4}, (1, 8, 8)),
         ("resnet18", {"in_channels": 3, "num_classes": 10, "image_size": 8}, (3, 8, 8)),
+        ("resnet", {"in_channels": 1, "num_classes": 10, "image_size": 8, "blocks": 2}, (1, 8, 8)),
     ],
-    ids=["mlp", "cnn", "resnet18"],
+    ids=["mlp", "cnn", "resnet18", "resnet"],
 )
 def test_gradients_reach_every_parameter(name, kwargs, shape):
     model = seeded(build_model, name, **kwargs).train()
@@ -205,6 +242,24 @@ def test_eval_mode_is_deterministic_and_train_mode_is_not():
         (SmallCNN, {"in_channels": 1, "num_classes": 3, "image_size": True}, r"image_size=True"),
         (ResNet18, {"in_channels": 3, "num_classes": 10, "image_size": 4}, r"at least 8×8"),
         (ResNet18, {"in_channels": True, "num_classes": 10, "image_size": 32}, r"in_channels=True"),
+        (ResNet, {"in_channels": 1, "num_classes": 10, "image_size": 7}, r"stem stride of 2 .*8×8"),
+        (ResNet, {"in_channels": 1, "num_classes": 10, "image_size": 28, "widths": ()}, r"widths"),
+        (
+            ResNet,
+            {"in_channels": 1, "num_classes": 10, "image_size": 28, "widths": "16"},
+            r"widths",
+        ),
+        (
+            ResNet,
+            {"in_channels": 1, "num_classes": 10, "image_size": 28, "widths": (8, 0)},
+            r"width=0",
+        ),
+        (ResNet, {"in_channels": 1, "num_classes": 10, "image_size": 28, "blocks": 0}, r"blocks=0"),
+        (
+            ResNet,
+            {"in_channels": 1, "num_classes": 10, "image_size": 28, "stem_stride": 0},
+            r"stride",
+        ),
     ],
 )
 def test_bad_constructor_arguments(factory, kwargs, match):
@@ -227,8 +282,13 @@ def test_inputs_of_the_wrong_shape():
 
 
 def test_build_model_by_name():
-    assert {"mlp", "cnn", "resnet18", "text"} <= set(model_names())
-    assert {MODELS["mlp"], MODELS["cnn"], MODELS["resnet18"]} == {MLP, SmallCNN, ResNet18}
+    assert {"mlp", "cnn", "resnet", "resnet18", "text"} <= set(model_names())
+    assert {MODELS["mlp"], MODELS["cnn"], MODELS["resnet"], MODELS["resnet18"]} == {
+        MLP,
+        SmallCNN,
+        ResNet,
+        ResNet18,
+    }
     model = build_model("cnn", in_channels=1, num_classes=10, image_size=[28, 28], width=8)
     assert isinstance(model, SmallCNN) and model.architecture == "cnn"
     assert model.image_size == (28, 28)
@@ -273,8 +333,9 @@ def trained_cnn() -> SmallCNN:
         (lambda: seeded(MLP, 64, 10, hidden=(16, 8), dropout=0.3).eval(), (1, 8, 8)),
         (trained_cnn, (1, 8, 8)),
         (lambda: seeded(ResNet18, 1, 10, 8).eval(), (1, 8, 8)),  # every layer; small inputs
+        (lambda: seeded(ResNet, 1, 10, 8, widths=(4, 8), blocks=2).eval(), (1, 8, 8)),
     ],
-    ids=["mlp", "cnn", "resnet18"],
+    ids=["mlp", "cnn", "resnet18", "resnet"],
 )
 def test_save_load_round_trip(tmp_path, model_fn, shape):
     model = model_fn()

@@ -7,7 +7,15 @@ model lives in :mod:`flipless.train.text` and is imported only when asked for.
 from flipless.train.data import LabeledData, stratified_split
 from flipless.train.hooks import Hook
 from flipless.train.loop import Trainer, fit
-from flipless.train.models import MLP, ResNet18, SmallCNN, build_model, load_model, save_model
+from flipless.train.models import (
+    MLP,
+    ResNet,
+    ResNet18,
+    SmallCNN,
+    build_model,
+    load_model,
+    save_model,
+)
 from flipless.train.records import EpochRecord, FitResult
 from flipless.train.scenario import UpdateScenario, make_update_scenario
 from flipless.train.selection import SelectionRule
@@ -19,6 +27,7 @@ __all__ = [
     "FitResult",
     "Hook",
     "LabeledData",
+    "ResNet",
     "ResNet18",
     "SelectionRule",
     "SmallCNN",

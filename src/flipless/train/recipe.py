@@ -75,7 +75,7 @@ def model_settings(config: RunConfig, sample: LabeledData) -> dict[str, Any]:
         shape = tuple(sample.inputs.shape[1:])
         if config.model.name == "mlp":
             settings.setdefault("in_features", int(np.prod(shape)))
-        elif config.model.name in ("cnn", "resnet18"):
+        elif config.model.name in ("cnn", "resnet", "resnet18"):
             settings.setdefault("in_channels", shape[0])
             settings.setdefault("image_size", list(shape[1:]) if shape[1] != shape[2] else shape[1])
     return settings
