@@ -2,27 +2,32 @@
 
 Data: Fashion-MNIST from the Debian package ``dataset-fashion-mnist`` (``sudo apt-get install
 dataset-fashion-mnist``: files in ``/usr/share/datasets/fashion-mnist/``), pixels in [0, 1].
-Per seed, a stratified subset of ``--train-size`` training images (default 30,000 on a CPU,
+Per seed, a stratified subset of ``--train-size`` training images (default 20,000 on a CPU,
 all 60,000 on a GPU) is cut by :func:`flipless.train.make_update_scenario`: 20 % validation,
 the new model trains on the rest, the old one on a stratified 20 % of that; the test split is
 ``--test-size`` test images (default: all 10,000).
 
-Architectures (``--architecture``): ``cnn`` (the default with a GPU) is the issue's setting:
-the old model a small CNN (:class:`~flipless.train.SmallCNN`, width 32), the new one the
-CIFAR-style ResNet-18 — on these 2 CPU cores a ResNet-18 trains at about 5 images/s, so the
-CPU default is ``mlp``: the old model an MLP with one hidden layer of 64 units, the new one
-with 256. Either way old and new architectures differ, so the
-interpolations start from ``fine-tuned``: the old model fine-tuned on the new training set.
+Architectures (``--architecture``), old → new:
+
+* ``cnn`` (the CPU default): :class:`~flipless.train.SmallCNN` (width 32) →
+  :class:`~flipless.train.ResNet` (ResNet-8: stem stride 2, stages of 16/32/64 channels, one
+  basic block each), which trains at about 2,000 images/s on 2 CPU cores;
+* ``resnet18`` (the GPU default): SmallCNN → the CIFAR-style
+  :class:`~flipless.train.ResNet18` (about 5 images/s on these CPUs);
+* ``mlp``: an MLP with one hidden layer of 64 units → one with 256.
+
+Old and new architectures differ, so the interpolations start from ``fine-tuned``: the old
+model fine-tuned on the new training set.
 
 Methods (see ``scenario_methods.py``): ``plain``, ``fd-kl``, ``fd-lm``, ``fd-kl (λ on dev)``,
 ``fd-lm (λ on dev)`` (the term's weight chosen on validation), ``ldi``, ``elodi``
 (teacher: the mean logits of 3 plain new models), ``new-error``, ``strict-imitation``,
 ``fine-tuned``, ``bcwi α=0.3``, ``bcwi`` (α on validation), ``output-ensemble`` (w on
-validation). AdamW lr 1e-3, batch 128, 10 epochs each (old model 10); no augmentation, so the
-teachers' logits are cached.
+validation). AdamW lr 1e-3, batch 128, ``--epochs`` epochs each (default 4 for ``cnn``, 10
+otherwise; the old model as many); no augmentation, so the teachers' logits are cached.
 
 Usage: python benchmarks/scenario_fashion_mnist.py [--seeds 0 1 2] [--quick] [--output PATH]
-       [--architecture mlp|cnn] [--train-size N] [--test-size N]
+       [--architecture cnn|resnet18|mlp] [--train-size N] [--test-size N] [--epochs N]
 ``--quick``: one seed, 3,000 training and 2,000 test images, 2 epochs, an ensemble of 2.
 """
 
@@ -32,7 +37,7 @@ import argparse
 
 import torch
 
-from flipless.train import MLP, ResNet18, SmallCNN, make_update_scenario
+from flipless.train import MLP, ResNet, ResNet18, SmallCNN, make_update_scenario
 from flipless.train.datasets import load_fashion_mnist
 from scenario_common import device, parse_args
 from scenario_methods import Recipe, run_scenario, stratified_subset
@@ -53,10 +58,39 @@ METHODS = (
     "output-ensemble",
 )
 OLD_FRACTION = 0.2
+#: Per architecture: (old model's factory, new model's factory, their descriptions).
+ARCHITECTURES = {
+    "cnn": (
+        lambda: SmallCNN(1, 10, 28, width=32),
+        lambda: ResNet(1, 10, 28, widths=(16, 32, 64), blocks=1, stem_stride=2),
+        {"old": "SmallCNN(1, 10, 28, width=32)", "new": "ResNet-8 (16/32/64, stem stride 2)"},
+    ),
+    "resnet18": (
+        lambda: SmallCNN(1, 10, 28, width=32),
+        lambda: ResNet18(1, 10, 28),
+        {"old": "SmallCNN(1, 10, 28, width=32)", "new": "ResNet18(1, 10, 28)"},
+    ),
+    "mlp": (
+        lambda: MLP(784, 10, hidden=(64,)),
+        lambda: MLP(784, 10, hidden=(256,)),
+        {"old": "MLP 784-64-10", "new": "MLP 784-256-10"},
+    ),
+}
+
+
+def seeded(factory):
+    """``seed -> model``: ``factory()`` built right after ``torch.manual_seed(seed)``."""
+
+    def make(seed: int):
+        torch.manual_seed(seed)
+        return factory()
+
+    return make
 
 
 def options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--architecture", choices=("mlp", "cnn"), default=None)
+    parser.add_argument("--architecture", choices=tuple(ARCHITECTURES), default=None)
+    parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--train-size", type=int, default=None)
     parser.add_argument("--test-size", type=int, default=None)
 
@@ -65,24 +99,17 @@ def main() -> None:
     on = device()
     args = parse_args(__doc__, "fashion_mnist", extra=options)
     quick = args.quick
-    architecture = args.architecture or ("cnn" if on == "cuda" else "mlp")
-    train_size = args.train_size or (3000 if quick else 60000 if on == "cuda" else 30000)
+    architecture = args.architecture or ("resnet18" if on == "cuda" else "cnn")
+    train_size = args.train_size or (3000 if quick else 60000 if on == "cuda" else 20000)
     test_size = args.test_size or (2000 if quick else 10000)
-    epochs = 2 if quick else 10
+    epochs = args.epochs or (2 if quick else 4 if architecture == "cnn" else 10)
     try:
         splits = load_fashion_mnist()
     except Exception as error:  # the loader's FileFormatError says which file is missing
         raise SystemExit(
             f"{error}\nInstall the images: sudo apt-get install dataset-fashion-mnist"
         ) from error
-    if architecture == "cnn":
-        make_old = lambda seed: (torch.manual_seed(seed), SmallCNN(1, 10, 28, width=32))[1]  # noqa: E731
-        make_new = lambda seed: (torch.manual_seed(seed), ResNet18(1, 10, 28))[1]  # noqa: E731
-        models = {"old": "SmallCNN(1, 10, 28, width=32)", "new": "ResNet18(1, 10, 28)"}
-    else:
-        make_old = lambda seed: (torch.manual_seed(seed), MLP(784, 10, hidden=(64,)))[1]  # noqa: E731
-        make_new = lambda seed: (torch.manual_seed(seed), MLP(784, 10, hidden=(256,)))[1]  # noqa: E731
-        models = {"old": "MLP 784-64-10", "new": "MLP 784-256-10"}
+    old_factory, new_factory, models = ARCHITECTURES[architecture]
     test = stratified_subset(splits["test"], test_size, seed=12345)
 
     def scenario_for(seed: int):
@@ -92,8 +119,8 @@ def main() -> None:
         )
 
     recipe = Recipe(
-        make_old=make_old,
-        make_new=make_new,
+        make_old=seeded(old_factory),
+        make_new=seeded(new_factory),
         optimizer=lambda p: torch.optim.AdamW(p, lr=1e-3),
         old_epochs=epochs,
         new_epochs=epochs,
@@ -125,9 +152,9 @@ def main() -> None:
             f"Old model {models['old']}, new model {models['new']}"
             + (
                 " — on this 2-core CPU the issue's SmallCNN → ResNet-18 (≈5 images/s for "
-                "ResNet-18) does not fit 30 minutes; `--architecture cnn` runs it (the default "
-                "with a GPU)."
-                if architecture == "mlp"
+                "ResNet-18) does not fit 30 minutes; `--architecture resnet18` runs it (the "
+                "default with a GPU)."
+                if architecture == "cnn"
                 else "."
             ),
             f"AdamW lr 1e-3, batch 128, {epochs} epochs; `elodi`'s teacher is the mean of "

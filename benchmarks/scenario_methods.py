@@ -378,6 +378,20 @@ def stratified_subset(data: LabeledData, size: int, seed: int) -> LabeledData:
     return data.subset(np.sort(np.concatenate(keep)))
 
 
+def selection_note(table: dict[str, Any], methods: Sequence[str]) -> str:
+    """The α (old weights) and λ (loss weights) chosen on validation, mean ± std over seeds."""
+    parts = []
+    for key, what, digits in (("old_weight", "α (old weight)", ".2f"), ("weight", "λ", ".2g")):
+        chosen = [
+            f"`{m}` {table[m][key]['mean']:{digits}} ± {table[m][key]['std']:{digits}}"
+            for m in methods
+            if key in table[m]
+        ]
+        if chosen:
+            parts.append(f"{what} chosen on validation: " + ", ".join(chosen))
+    return "; ".join(parts) + "."
+
+
 def run_scenario(
     name: str,
     args: Any,
@@ -431,22 +445,7 @@ def run_scenario(
             "metrics": metrics,
             "table": table,
             "goal": goal,
-            "notes": [
-                "α (old weight) chosen on validation: "
-                + ", ".join(
-                    f"`{m}` {table[m]['old_weight']['mean']:.2f} ± "
-                    f"{table[m]['old_weight']['std']:.2f}"
-                    for m in methods
-                    if "old_weight" in table[m]
-                )
-                + "; λ chosen on validation: "
-                + ", ".join(
-                    f"`{m}` {table[m]['weight']['mean']:.2g} ± {table[m]['weight']['std']:.2g}"
-                    for m in methods
-                    if "weight" in table[m]
-                )
-                + "."
-            ],
+            "notes": [selection_note(table, methods)],
         }
         result = record(
             name,
