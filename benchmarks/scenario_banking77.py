@@ -32,34 +32,30 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
-from flipless.train import MLP, make_update_scenario
+from flipless.train import make_update_scenario
 from flipless.train.datasets import load_banking77
 from scenario_common import device, parse_args
 from scenario_massive import METHODS, TUNED_METHODS
-from scenario_methods import Recipe, run_scenario
+from scenario_methods import run_scenario
 from scenario_text_encoder import (
     TUNED_LAYERS,
+    Schedule,
     describe,
     encoded,
     encoder_options,
     shortest_first,
-    top_layers_factory,
+    text_recipe,
 )
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "banking77"
 OLD_FRACTION = 0.2
+#: The frozen encoder's MLP head: AdamW lr, batch, (old, update) epochs, and with --quick.
+FROZEN_SCHEDULE = Schedule(1e-3, 128, (20, 8), (5, 3))
 
 
 def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, default=DATA, help="the banking77 folder")
     encoder_options(parser, default=None)
-
-
-def head(seed: int) -> MLP:
-    torch.manual_seed(seed)
-    return MLP(384, 77, hidden=(256,))
 
 
 def main() -> None:
@@ -73,27 +69,8 @@ def main() -> None:
     texts, splits = {}, {}
     for name, data in raw.items():
         texts[name], splits[name] = shortest_first(data, encoded(data, on, tuned_layers))
-    if tuned_layers:
-        model = top_layers_factory(77, tuned_layers)
-        methods, learning_rate, batch_size = TUNED_METHODS, 3e-4, 32
-        old_epochs, new_epochs = (2, 1) if quick else (6, 4)
-        model_words = "a linear head"
-    else:
-        model = head
-        methods, learning_rate, batch_size = METHODS, 1e-3, 128
-        old_epochs, new_epochs = (5, 3) if quick else (20, 8)
-        model_words = "an MLP head 384-256-77"
-    recipe = Recipe(
-        make_old=model,
-        make_new=model,
-        optimizer=lambda p: torch.optim.AdamW(p, lr=learning_rate),
-        old_epochs=old_epochs,
-        new_epochs=new_epochs,
-        batch_size=batch_size,
-        new_from_old=True,
-        ensemble_size=2 if quick else 3,
-        device=on,
-    )
+    methods = TUNED_METHODS if tuned_layers else METHODS
+    recipe, schedule, model_words = text_recipe(tuned_layers, 77, FROZEN_SCHEDULE, quick, on)
     run_scenario(
         "banking77",
         args,
@@ -110,13 +87,12 @@ def main() -> None:
             "encoder": describe(tuned_layers),
             "tuned_layers": tuned_layers,
             "head": model_words,
-            "optimizer": f"AdamW lr {learning_rate:g}",
+            "optimizer": f"AdamW lr {schedule.learning_rate:g}",
         },
         notes=[
             "Banking77: per seed 20 % of train for validation, the new model on the rest, the "
             "old one on a stratified 20 % of that; flips on the 3,080 test queries (77 intents).",
-            f"Encoder: {describe(tuned_layers)}; {model_words} (AdamW lr {learning_rate:g}, "
-            f"batch {batch_size}; old {old_epochs} epochs, updates {new_epochs}). The new model "
+            f"Encoder: {describe(tuned_layers)}; {model_words}. The new model "
             "is the old one fine-tuned on all its data; so are the distillation runs."
             + (
                 " On 2 CPU cores the encoder stays frozen: tuning its top 2 layers takes about "

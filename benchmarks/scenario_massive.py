@@ -33,18 +33,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
-from flipless.train import MLP, UpdateScenario
+from flipless.train import UpdateScenario
 from flipless.train.scenario import massive_update_scenario
 from scenario_common import device, evaluate_goal, parse_args
-from scenario_methods import Recipe, run_scenario
+from scenario_methods import run_scenario
 from scenario_text_encoder import (
+    Schedule,
     describe,
     encoded,
     encoder_options,
     shortest_first,
-    top_layers_factory,
+    text_recipe,
 )
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "massive-add-data"
@@ -66,6 +65,8 @@ METHODS = (
 )
 #: With tuned layers the ``(λ on dev)`` methods are left out (see the module docstring).
 TUNED_METHODS = tuple(method for method in METHODS if not method.endswith("(λ on dev)"))
+#: The frozen encoder's MLP head: AdamW lr, batch, (old, update) epochs, and with --quick.
+FROZEN_SCHEDULE = Schedule(1e-3, 64, (30, 12), (5, 3))
 SEED_NFR = (0.0325, 0.02225)  # plain → BCWI α = 0.3, RoBERTa-base (seed notebook)
 SEED_ACCURACY = (0.8255, 0.8265)
 
@@ -73,11 +74,6 @@ SEED_ACCURACY = (0.8255, 0.8265)
 def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, default=DATA, help="the massive-add-data folder")
     encoder_options(parser)
-
-
-def head(seed: int) -> MLP:
-    torch.manual_seed(seed)
-    return MLP(384, 60, hidden=(256,))
 
 
 def published(methods: tuple[str, ...], tuned_layers: int):
@@ -141,29 +137,8 @@ def main() -> None:
     scenario = UpdateScenario(
         **splits, seed=None, description=f"{raw.description}; encoder: {describe(tuned_layers)}"
     )
-    if tuned_layers:
-        model = top_layers_factory(60, tuned_layers)
-        methods, learning_rate, batch_size = TUNED_METHODS, 3e-4, 32
-        old_epochs, new_epochs = (2, 1) if quick else (6, 4)
-        model_words = "a linear head"
-    else:
-        model = head
-        methods, learning_rate, batch_size = METHODS, 1e-3, 64
-        old_epochs, new_epochs, model_words = (
-            (5, 3) if quick else (30, 12),
-            "an MLP head 384-256-60",
-        )
-    recipe = Recipe(
-        make_old=model,
-        make_new=model,
-        optimizer=lambda p: torch.optim.AdamW(p, lr=learning_rate),
-        old_epochs=old_epochs,
-        new_epochs=new_epochs,
-        batch_size=batch_size,
-        new_from_old=True,
-        ensemble_size=2 if quick else 3,
-        device=on,
-    )
+    methods = TUNED_METHODS if tuned_layers else METHODS
+    recipe, schedule, model_words = text_recipe(tuned_layers, 60, FROZEN_SCHEDULE, quick, on)
     run_scenario(
         "massive",
         args,
@@ -176,15 +151,14 @@ def main() -> None:
             "encoder": describe(tuned_layers),
             "tuned_layers": tuned_layers,
             "head": model_words,
-            "optimizer": f"AdamW lr {learning_rate:g}",
+            "optimizer": f"AdamW lr {schedule.learning_rate:g}",
             "seed_numbers": {"nfr": SEED_NFR, "accuracy": SEED_ACCURACY},
         },
         notes=[
             "MASSIVE add-data as published: old model on old/train (1,000), new on "
             "updated/train (1,500), α and kept epochs chosen on updated/dev (500), flips on "
             "updated/test (4,000, 60 intents).",
-            f"Encoder: {describe(tuned_layers)}; {model_words} (AdamW lr {learning_rate:g}, "
-            f"batch {batch_size}; old {old_epochs} epochs, updates {new_epochs}). The new model "
+            f"Encoder: {describe(tuned_layers)}; {model_words}. The new model "
             "is the old one fine-tuned on the updated split, as in the seed; so are the "
             "distillation runs.",
         ],

@@ -24,14 +24,16 @@ import copy
 import hashlib
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from flipless.train import LabeledData
+from flipless.train import MLP, LabeledData
 from flipless.train.models import FeatureModel
+from scenario_methods import Recipe
 
 CACHE = Path.home() / ".cache" / "flipless-benchmarks"
 MAX_LENGTH = 64
@@ -202,3 +204,56 @@ def describe(tuned_layers: int) -> str:
         f"all-MiniLM-L6-v2 with its top {tuned_layers} of {LAYERS} layers fine-tuned (embeddings "
         f"and layers 1–{frozen} frozen, their output cached), mean pooling, {MAX_LENGTH} tokens"
     )
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How the text models train in one encoder setting: AdamW's learning rate, the batch,
+    and the epochs of the old model and of the updates (full run and ``--quick``)."""
+
+    learning_rate: float
+    batch_size: int
+    epochs: tuple[int, int]
+    quick_epochs: tuple[int, int]
+
+
+#: Fine-tuning the top layers (both text scenarios).
+TUNED_SCHEDULE = Schedule(3e-4, 32, (6, 4), (2, 1))
+
+
+def text_recipe(
+    tuned_layers: int, num_classes: int, frozen: Schedule, quick: bool, device: str
+) -> tuple[Recipe, Schedule, str]:
+    """The recipe of a text scenario, its schedule, and the model in words.
+
+    Tuned layers: :class:`TopLayersClassifier` with :data:`TUNED_SCHEDULE`; frozen encoder:
+    an MLP head 384-256-``num_classes`` on the sentence embeddings with ``frozen``. Either
+    way the new model starts from the old one (``new_from_old``), as in the BCWI paper.
+    """
+    if tuned_layers:
+        make = top_layers_factory(num_classes, tuned_layers)
+        schedule, words = TUNED_SCHEDULE, "a linear head"
+    else:
+
+        def make(seed: int) -> nn.Module:
+            torch.manual_seed(seed)
+            return MLP(HIDDEN, num_classes, hidden=(256,))
+
+        schedule, words = frozen, f"an MLP head {HIDDEN}-256-{num_classes}"
+    old_epochs, new_epochs = schedule.quick_epochs if quick else schedule.epochs
+    recipe = Recipe(
+        make_old=make,
+        make_new=make,
+        optimizer=lambda parameters: torch.optim.AdamW(parameters, lr=schedule.learning_rate),
+        old_epochs=old_epochs,
+        new_epochs=new_epochs,
+        batch_size=schedule.batch_size,
+        new_from_old=True,
+        ensemble_size=2 if quick else 3,
+        device=device,
+    )
+    words += (
+        f" (AdamW lr {schedule.learning_rate:g}, batch {schedule.batch_size}; old "
+        f"{old_epochs} epochs, updates {new_epochs})"
+    )
+    return recipe, schedule, words
