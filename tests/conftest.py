@@ -40,3 +40,40 @@ def torchrun() -> Callable[..., subprocess.CompletedProcess[str]]:
         return completed
 
     return run
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module on one torch thread (small models run faster so); restored after."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert() -> Callable[..., object]:
+    """``build(vocab, length, classes, seed=0)``: a seeded two-layer BERT sequence classifier
+    (hidden size 16, 2 heads, feed-forward 24, dropout off) for tests of Hugging Face paths."""
+    transformers = pytest.importorskip("transformers")
+
+    def build(vocab: int, length: int, classes: int, seed: int = 0):
+        import torch
+
+        torch.manual_seed(seed)
+        config = transformers.BertConfig(
+            vocab_size=vocab,
+            hidden_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=24,
+            max_position_embeddings=length,
+            num_labels=classes,
+            hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
+        )
+        return transformers.BertForSequenceClassification(config)
+
+    return build

@@ -30,29 +30,7 @@ from flipless.train import MLP, LabeledData  # noqa: E402
 VOCAB, LENGTH, CLASSES = 40, 8, 3
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These small models run faster on one thread; restored after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def tiny_bert(seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    config = transformers.BertConfig(
-        vocab_size=VOCAB,
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=24,
-        max_position_embeddings=LENGTH,
-        num_labels=CLASSES,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
-    return transformers.BertForSequenceClassification(config)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_distilbert(seed: int = 0) -> nn.Module:
@@ -98,8 +76,8 @@ BERT_FEED_FORWARD = ("intermediate.dense", "output.dense")
 # --------------------------------------------------------------------------- presets
 
 
-def test_bert_presets_select_exactly_the_encoder_projections() -> None:
-    model = tiny_bert()
+def test_bert_presets_select_exactly_the_encoder_projections(tiny_bert) -> None:
+    model = tiny_bert(VOCAB, LENGTH, CLASSES)
     attention = select_layers(model, preset="hf-attention")
     feed_forward = select_layers(model, preset="hf-feed-forward")
     encoder = select_layers(model, preset="hf-encoder")
@@ -127,15 +105,15 @@ def test_distilbert_presets_select_its_spelling() -> None:
     assert set(select_layers(model, preset="hf-encoder")) == attention | feed_forward
 
 
-def test_presets_reject_bad_arguments() -> None:
+def test_presets_reject_bad_arguments(tiny_bert) -> None:
     with pytest.raises(InputError, match="no layer of MLP matches preset 'lora'"):
         select_layers(MLP(4, 3, hidden=(5,)), preset="lora")
     with pytest.raises(InputError, match="no layer of BertForSequenceClassification matches"):
-        compute_importance(tiny_bert(), TokenData(), "lora")
+        compute_importance(tiny_bert(VOCAB, LENGTH, CLASSES), TokenData(), "lora")
     with pytest.raises(InputError, match="give names or preset, not both"):
-        select_layers(tiny_bert(), names="bert.*", preset="hf-attention")
+        select_layers(tiny_bert(VOCAB, LENGTH, CLASSES), names="bert.*", preset="hf-attention")
     with pytest.raises(InputError, match=r"preset='hf-decoder'; expected one of \['hf-attention'"):
-        select_layers(tiny_bert(), preset="hf-decoder")
+        select_layers(tiny_bert(VOCAB, LENGTH, CLASSES), preset="hf-decoder")
     assert set(LAYER_PRESETS) == {"hf-attention", "hf-feed-forward", "hf-encoder", "lora"}
 
 
@@ -143,7 +121,7 @@ def test_presets_reject_bad_arguments() -> None:
 
 
 @pytest.fixture
-def lora_bert() -> nn.Module:
+def lora_bert(tiny_bert) -> nn.Module:
     """The tiny BERT with LoRA adapters (r = 2) on query and value; lora_B, zero at creation,
     is drawn at random to stand for a trained adapter (a zero B gives A and B zero gradients,
     so zero importance)."""
@@ -151,7 +129,8 @@ def lora_bert() -> nn.Module:
     with warnings.catch_warnings():  # peft calls a transformers method deprecated in 5.x
         warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated")
         model = peft.get_peft_model(
-            tiny_bert(), peft.LoraConfig(r=2, target_modules=["query", "value"])
+            tiny_bert(VOCAB, LENGTH, CLASSES),
+            peft.LoraConfig(r=2, target_modules=["query", "value"]),
         )
     generator = torch.Generator().manual_seed(3)
     with torch.no_grad():
@@ -254,7 +233,7 @@ def test_self_kl_importance_is_seeded_and_leaves_the_global_generator_alone() ->
     assert all(module.training for module in model.modules())  # train mode restored
 
 
-def test_self_kl_needs_active_dropout() -> None:
+def test_self_kl_needs_active_dropout(tiny_bert) -> None:
     with pytest.raises(InputError, match="loss='self-kl' needs dropout"):
         compute_importance(MLP(4, 3, hidden=(5,)).double(), _data(), loss="self-kl")
     # dropout layers with p = 0 perturb nothing: KL is exactly 0 and its gradient is rounding
@@ -262,15 +241,17 @@ def test_self_kl_needs_active_dropout() -> None:
     with pytest.raises(InputError, match="loss='self-kl' needs dropout"):
         compute_importance(_dropout_model(p=0.0), _data(), loss="self-kl")
     with pytest.raises(InputError, match="loss='self-kl' needs dropout"):
-        compute_importance(tiny_bert(), TokenData(), "hf-encoder", loss="self-kl")
+        compute_importance(
+            tiny_bert(VOCAB, LENGTH, CLASSES), TokenData(), "hf-encoder", loss="self-kl"
+        )
 
 
-def test_self_kl_activates_the_functional_attention_dropout_of_bert() -> None:
+def test_self_kl_activates_the_functional_attention_dropout_of_bert(tiny_bert) -> None:
     """BERT applies attention dropout functionally, ``dropout=p if self.training else 0``: with
     no other dropout, the loss must switch the attention modules to train mode, or the KL is
     exactly 0 and the importance standardised rounding noise (the same for every seed)."""
     torch.manual_seed(0)
-    config = tiny_bert().config
+    config = tiny_bert(VOCAB, LENGTH, CLASSES).config
     config.attention_probs_dropout_prob = 0.3
     model = transformers.BertForSequenceClassification(config).eval()
     data = TokenData()

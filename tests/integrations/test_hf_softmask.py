@@ -23,29 +23,7 @@ PROTECTED = "bert.encoder.layer.0.attention.self.query"
 STEPS, ACCUMULATION = 6, 2
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These small models run faster on one thread; restored after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def tiny_bert(seed: int = 0):
-    torch.manual_seed(seed)
-    config = transformers.BertConfig(
-        vocab_size=VOCAB,
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=24,
-        max_position_embeddings=LENGTH,
-        num_labels=CLASSES,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
-    return transformers.BertForSequenceClassification(config)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class TokenData(Dataset):
@@ -76,10 +54,9 @@ class CountMicroBatches(transformers.TrainerCallback):
         self.micro_batches += 1
 
 
-def train(tmp_path: Path, mask: SoftMask, weight_decay: float):
-    """Train a tiny BERT with ``mask``; return (weights before, the model after, trainer,
-    micro-batch count)."""
-    model = tiny_bert()
+def train(model, tmp_path: Path, mask: SoftMask, weight_decay: float):
+    """Train ``model`` (a tiny BERT) with ``mask``; return (weights before, the model after,
+    trainer, micro-batch count)."""
     before = copy.deepcopy(model.state_dict())
     arguments = transformers.TrainingArguments(
         output_dir=str(tmp_path),
@@ -115,10 +92,12 @@ def moved(before: dict, model, name: str) -> bool:
 
 
 def test_gradient_mode_without_weight_decay_keeps_the_layer_and_masks_once_per_step(
-    tmp_path,
+    tiny_bert, tmp_path
 ) -> None:
     mask = protected_mask("gradient")
-    before, model, trainer, micro_batches = train(tmp_path, mask, weight_decay=0.0)
+    before, model, trainer, micro_batches = train(
+        tiny_bert(VOCAB, LENGTH, CLASSES), tmp_path, mask, weight_decay=0.0
+    )
     assert trainer.state.global_step == STEPS
     assert micro_batches == STEPS * ACCUMULATION  # the accumulation really ran
     assert mask.steps == trainer.state.global_step  # masked per optimizer step, not per micro-batch
@@ -129,9 +108,13 @@ def test_gradient_mode_without_weight_decay_keeps_the_layer_and_masks_once_per_s
     assert moved(before, model, "classifier.weight")
 
 
-def test_update_mode_keeps_the_layer_under_weight_decay_gradient_mode_does_not(tmp_path) -> None:
+def test_update_mode_keeps_the_layer_under_weight_decay_gradient_mode_does_not(
+    tiny_bert, tmp_path
+) -> None:
     update = protected_mask("update")
-    before, model, trainer, _ = train(tmp_path / "update", update, weight_decay=0.1)
+    before, model, trainer, _ = train(
+        tiny_bert(VOCAB, LENGTH, CLASSES), tmp_path / "update", update, weight_decay=0.1
+    )
     assert update.steps == trainer.state.global_step == STEPS
     assert not moved(before, model, f"{PROTECTED}.weight")
     assert not moved(before, model, f"{PROTECTED}.bias")
@@ -142,7 +125,9 @@ def test_update_mode_keeps_the_layer_under_weight_decay_gradient_mode_does_not(t
     assert len(optimizer._optimizer_step_post_hooks) == 0
 
     gradient = protected_mask("gradient")
-    before, model, _, _ = train(tmp_path / "gradient", gradient, weight_decay=0.1)
+    before, model, _, _ = train(
+        tiny_bert(VOCAB, LENGTH, CLASSES), tmp_path / "gradient", gradient, weight_decay=0.1
+    )
     # zero gradient, but AdamW's decoupled decay θ ← θ − lr·λ·θ still shrinks the weight
     # (the Trainer exempts biases from decay, so the bias stays)
     assert moved(before, model, f"{PROTECTED}.weight")
