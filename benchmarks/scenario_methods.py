@@ -35,6 +35,7 @@ that the method needs, its ingredients included (``bcwi`` counts the fine-tuning
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -92,6 +93,8 @@ class Recipe:
     new_from_old: bool
     ensemble_size: int
     device: str
+    #: ``(optimizer, total steps) -> scheduler`` stepped after every optimizer step, or None.
+    schedule: Callable[[torch.optim.Optimizer, int], Any] | None = None
 
 
 def logits_of(model: nn.Module, data: LabeledData, device: str, batch: int = 512) -> torch.Tensor:
@@ -153,16 +156,16 @@ class SeedRun:
             options["old_model"] = self.old
         if objective is not None:
             options.update(objective=objective, teacher=teacher)
+        epochs = self.recipe.new_epochs if epochs is None else epochs
+        if self.recipe.schedule is not None:
+            steps = epochs * math.ceil(len(data) / self.recipe.batch_size)
+            options["scheduler"] = lambda optimizer: self.recipe.schedule(optimizer, steps)
         return fit(
             model,
             data,
             self.scenario.validation,
             optimizer=self.recipe.optimizer,
-            settings=self._settings(
-                select,
-                self.recipe.new_epochs if epochs is None else epochs,
-                self.seed if seed is None else seed,
-            ),
+            settings=self._settings(select, epochs, self.seed if seed is None else seed),
             resume=False,
             **options,
         ).model.eval()
