@@ -392,7 +392,7 @@ def selection_note(table: dict[str, Any], methods: Sequence[str]) -> str:
         ]
         if chosen:
             parts.append(f"{what} chosen on validation: " + ", ".join(chosen))
-    return "; ".join(parts) + "."
+    return "; ".join(parts) + "." if parts else ""
 
 
 def run_scenario(
@@ -448,7 +448,7 @@ def run_scenario(
             "metrics": metrics,
             "table": table,
             "goal": goal,
-            "notes": [selection_note(table, methods)],
+            "notes": [note for note in [selection_note(table, methods)] if note],
         }
         result = record(
             name,

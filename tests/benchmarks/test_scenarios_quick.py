@@ -81,6 +81,27 @@ def test_cells_format_percentages_and_seconds(common):
     assert common.cell({"mean": math.nan, "std": math.nan}, "accuracy_new") == "—"
 
 
+def test_selection_note_lists_the_chosen_weights_and_skips_absent_kinds():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        selection_note = importlib.import_module("scenario_methods").selection_note
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    table = {
+        "plain": row(0.05, 0.9),
+        "bcwi": {**row(0.03, 0.9), "old_weight": {"mean": 0.25, "std": 0.05}},
+        "fd-kl (λ on dev)": {**row(0.02, 0.9), "weight": {"mean": 0.1, "std": 0.0}},
+    }
+    assert selection_note(table, list(table)) == (
+        "α (old weight) chosen on validation: `bcwi` 0.25 ± 0.05; "
+        "λ chosen on validation: `fd-kl (λ on dev)` 0.1 ± 0."
+    )
+    assert selection_note(table, ["plain", "bcwi"]) == (
+        "α (old weight) chosen on validation: `bcwi` 0.25 ± 0.05."
+    )
+    assert selection_note(table, ["plain"]) == ""
+
+
 @pytest.mark.slow
 def test_tabular_quick_run_writes_a_complete_result(tmp_path):
     output = tmp_path / "scenario_tabular.json"
