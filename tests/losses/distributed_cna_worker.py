@@ -44,6 +44,7 @@ def main(out: str) -> None:
     }
     with open(f"{out}.{rank}", "w") as handle:
         json.dump(result, handle)
+    dist.barrier()  # no process tears gloo down while another still uses it
     dist.destroy_process_group()
 
 

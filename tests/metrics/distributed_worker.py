@@ -54,6 +54,7 @@ def main(out: str) -> None:
                 },
                 handle,
             )
+    dist.barrier()  # no process tears gloo down while another still uses it
     dist.destroy_process_group()
 
 

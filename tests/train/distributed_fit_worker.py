@@ -80,4 +80,5 @@ if __name__ == "__main__":
     from flipless.teachers import CachedTeacher
 
     CachedTeacher.build(teacher_model(), teacher_batches(), sys.argv[1] + ".cache.safetensors")
+    torch.distributed.barrier()  # no process tears gloo down while another still uses it
     torch.distributed.destroy_process_group()

@@ -70,8 +70,10 @@ def setup(device: str | torch.device | None = None) -> World:
 
 
 def teardown(world: World) -> None:
-    """End the process group if :func:`setup` started it."""
+    """End the process group if :func:`setup` started it, once every process got here (a
+    process that tears gloo down while another still talks to it can abort that one)."""
     if world.started_here and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
