@@ -10,32 +10,43 @@ from pathlib import Path
 
 import pytest
 
+#: What a rank prints when torch's gloo backend aborts it as the run ends (a thread object
+#: destroyed unjoined): seen in about one clean CI run in two, in a different torchrun test
+#: each time, with or without a barrier before destroy_process_group.
+TEARDOWN_ABORT = "terminate called without an active exception"
+
 
 @pytest.fixture
 def torchrun() -> Callable[..., subprocess.CompletedProcess[str]]:
     """Run a script under ``torchrun --standalone`` on the CPU; fail with its stderr if it fails.
 
-    Each process gets one thread (``OMP_NUM_THREADS=1``), as torchrun sets by default.
+    Each process gets one thread (``OMP_NUM_THREADS=1``), as torchrun sets by default. A run
+    that fails only by :data:`TEARDOWN_ABORT` is repeated once; any other failure, or the
+    abort twice, fails the test.
     """
 
     def run(
         script: Path, *args: object, processes: int = 2, timeout: float = 230
     ) -> subprocess.CompletedProcess[str]:
-        completed = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "torch.distributed.run",
-                "--standalone",
-                f"--nproc_per_node={processes}",
-                str(script),
-                *map(str, args),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env={**os.environ, "OMP_NUM_THREADS": "1"},
-        )
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={processes}",
+            str(script),
+            *map(str, args),
+        ]
+        for _ in range(2):
+            completed = subprocess.run(
+                command,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                env={**os.environ, "OMP_NUM_THREADS": "1"},
+            )
+            if completed.returncode == 0 or TEARDOWN_ABORT not in completed.stderr:
+                break
         assert completed.returncode == 0, completed.stderr[-3000:]
         return completed
 
