@@ -42,7 +42,7 @@ import torch
 from flipless.train import MLP, ResNet, ResNet18, SmallCNN, make_update_scenario
 from flipless.train.datasets import load_fashion_mnist
 from scenario_common import device, parse_args
-from scenario_methods import Recipe, run_scenario, stratified_subset
+from scenario_methods import Recipe, run_scenario, stratified_subset, without_weight_on_dev
 
 METHODS = (
     "plain",
@@ -59,7 +59,7 @@ METHODS = (
     "bcwi",
     "output-ensemble",
 )
-CPU_METHODS = tuple(method for method in METHODS if not method.endswith("(λ on dev)"))
+CPU_METHODS = without_weight_on_dev(METHODS)
 OLD_FRACTION = 0.2
 ONE_CYCLE_PEAK = 3e-3
 #: Per architecture: (old model's factory, new model's factory, their descriptions).

@@ -37,7 +37,7 @@ from pathlib import Path
 from flipless.train import UpdateScenario
 from flipless.train.scenario import massive_update_scenario
 from scenario_common import device, evaluate_goal, parse_args
-from scenario_methods import run_scenario
+from scenario_methods import run_scenario, without_weight_on_dev
 from scenario_text_encoder import (
     Schedule,
     describe,
@@ -65,7 +65,7 @@ METHODS = (
     "strict-imitation",
 )
 #: With tuned layers the ``(λ on dev)`` methods are left out (see the module docstring).
-TUNED_METHODS = tuple(method for method in METHODS if not method.endswith("(λ on dev)"))
+TUNED_METHODS = without_weight_on_dev(METHODS)
 #: The frozen encoder's MLP head: AdamW lr, batch, (old, update) epochs, and with --quick.
 FROZEN_SCHEDULE = Schedule(1e-3, 64, (30, 12), (5, 3))
 SEED_NFR = (0.0325, 0.02225)  # plain → BCWI α = 0.3, RoBERTa-base (seed notebook)
