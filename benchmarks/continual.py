@@ -57,8 +57,8 @@ import torch
 from common import load_average, machine_facts, write_atomically
 from flipless import compare
 from flipless.continual import SoftMasker, add_task, select_layers, to_subnetwork, use_task
+from flipless.data.loaders import load_digits, load_fashion_mnist
 from flipless.train import MLP, LabeledData, TrainSettings, fit
-from flipless.train.datasets import load_digits, load_fashion_mnist
 
 RESULTS = Path(__file__).parent / "results" / "continual.json"
 TASKS = ((0, 1), (2, 3), (4, 5), (6, 7), (8, 9))

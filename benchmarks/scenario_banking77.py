@@ -32,8 +32,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from flipless.data.loaders import load_banking77
 from flipless.train import make_update_scenario
-from flipless.train.datasets import load_banking77
 from scenario_common import device, parse_args
 from scenario_massive import METHODS, TUNED_METHODS
 from scenario_methods import run_scenario

@@ -39,8 +39,8 @@ import argparse
 
 import torch
 
+from flipless.data.loaders import load_fashion_mnist
 from flipless.train import MLP, ResNet, ResNet18, SmallCNN, make_update_scenario
-from flipless.train.datasets import load_fashion_mnist
 from scenario_common import device, parse_args
 from scenario_methods import Recipe, run_scenario, stratified_subset, without_weight_on_dev
 

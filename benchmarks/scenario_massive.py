@@ -34,8 +34,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from flipless.data.scenario import massive_update_scenario
 from flipless.train import UpdateScenario
-from flipless.train.scenario import massive_update_scenario
 from scenario_common import device, evaluate_goal, parse_args
 from scenario_methods import run_scenario, without_weight_on_dev
 from scenario_text_encoder import (

@@ -47,11 +47,11 @@ import torch
 from torch import nn
 
 from flipless import compare
+from flipless.data.labeled import stratified_split
+from flipless.data.loaders import load_arrays
 from flipless.losses import build_loss
 from flipless.teachers import ModelTeacher
 from flipless.train import MLP, LabeledData, TrainSettings, fit, make_update_scenario
-from flipless.train.data import stratified_split
-from flipless.train.datasets import load_arrays
 from scenario_common import (
     GOAL_ACCURACY_TOLERANCE,
     Timer,

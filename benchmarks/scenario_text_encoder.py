@@ -33,8 +33,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from flipless.models import FeatureModel
 from flipless.train import MLP, LabeledData
-from flipless.train.models import FeatureModel
 from scenario_methods import Recipe
 
 CACHE = Path.home() / ".cache" / "flipless-benchmarks"
@@ -48,7 +48,7 @@ TUNED_LAYERS = 2
 
 def _pretrained():
     """The frozen all-MiniLM-L6-v2 text classifier (its head unused), in eval mode."""
-    from flipless.train.text import TextClassifier, minilm_path
+    from flipless.models.text import TextClassifier, minilm_path
 
     return TextClassifier.from_pretrained(minilm_path(), num_classes=2, max_length=MAX_LENGTH)
 

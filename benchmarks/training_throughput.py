@@ -34,7 +34,7 @@ the same cores as 1 process with its default threads: 1 process is run both ways
 
 Data: Fashion-MNIST's 60,000 training images when the Debian package dataset-fashion-mnist is
 installed (``/usr/share/datasets/fashion-mnist/``), else scikit-learn's 8×8 digits (the
-training split of :func:`~flipless.train.datasets.load_digits`) repeated to about 20,000.
+training split of :func:`~flipless.data.loaders.load_digits`) repeated to about 20,000.
 
 Usage: python benchmarks/training_throughput.py [--repeats R] [--epochs E] [--samples N]
        [--skip-distributed] [--output PATH]
@@ -61,10 +61,10 @@ import torch.nn.functional as F
 
 import flipless
 from common import load_average, machine_facts, write_atomically
+from flipless.data.loaders import FASHION_MNIST_DEBIAN_PATH, load_digits, load_fashion_mnist
 from flipless.losses import CompatibilityLoss, build_loss
 from flipless.teachers import CachedTeacher
 from flipless.train import MLP, LabeledData, TrainSettings, distributed, fit
-from flipless.train.datasets import FASHION_MNIST_DEBIAN_PATH, load_digits, load_fashion_mnist
 
 RESULTS = Path(__file__).parent / "results" / "training_throughput.json"
 DIGITS_TARGET_SIZE = 20_000

@@ -6,12 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from flipless.data.loaders import load_digits
 from flipless.losses import build_loss
 from flipless.losses.bcml import BCCrossEntropyLoss, StrictImitationKLDivergenceLoss
 from flipless.losses.features import OldHead
 from flipless.teachers import ModelTeacher
 from flipless.train import MLP, TrainSettings, fit, make_update_scenario
-from flipless.train.datasets import load_digits
 
 pytestmark = [
     pytest.mark.gpu,

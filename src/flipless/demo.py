@@ -27,15 +27,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from flipless.data.loaders import load_digits
+from flipless.data.scenario import UpdateScenario, make_update_scenario
 from flipless.losses import build_loss
 from flipless.merge.interpolate import interpolate
 from flipless.merge.selection import interpolation_candidates, select_old_weight
 from flipless.metrics.comparison import Comparison, compare
+from flipless.models.vision import MLP
 from flipless.teachers import ModelTeacher
-from flipless.train.datasets import load_digits
 from flipless.train.loop import fit
-from flipless.train.models import MLP
-from flipless.train.scenario import UpdateScenario, make_update_scenario
 from flipless.train.settings import TrainSettings
 
 OLD_TRAIN_SHARE = 0.3

@@ -18,9 +18,9 @@ from flipless.continual import (
     protected_share,
     protected_share_table,
 )
+from flipless.data.loaders import load_digits
 from flipless.errors import InputError, MismatchError
 from flipless.train import MLP, Hook, LabeledData, Trainer, TrainSettings, fit
-from flipless.train.datasets import load_digits
 
 
 def _data(count: int = 16, features: int = 4, classes: int = 3) -> LabeledData:

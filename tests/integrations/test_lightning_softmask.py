@@ -16,7 +16,7 @@ pl = pytest.importorskip("pytorch_lightning")
 from flipless.continual import SoftMask  # noqa: E402
 from flipless.errors import InputError  # noqa: E402
 from flipless.integrations.lightning_softmask import SoftMaskCallback  # noqa: E402
-from flipless.train.models import MLP  # noqa: E402
+from flipless.models import MLP  # noqa: E402
 
 SAMPLES, BATCH, ACCUMULATION = 32, 4, 2
 STEPS_PER_EPOCH = SAMPLES // BATCH // ACCUMULATION

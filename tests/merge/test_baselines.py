@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from flipless.data.labeled import LabeledData
 from flipless.errors import InputError, MismatchError
 from flipless.merge.baselines import (
     GreedySoup,
@@ -18,7 +19,6 @@ from flipless.merge.baselines import (
     uniform_soup,
 )
 from flipless.merge.selection import predict_labels, select_old_weight
-from flipless.train.data import LabeledData
 
 # ------------------------------------------------------------------------- output ensemble
 

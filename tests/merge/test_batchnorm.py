@@ -8,12 +8,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from flipless.data.labeled import LabeledData
+from flipless.data.loaders import load_digits
 from flipless.errors import FliplessWarning, InputError
 from flipless.merge.batchnorm import reestimate_batchnorm
 from flipless.merge.interpolate import interpolate
-from flipless.train.data import LabeledData
-from flipless.train.datasets import load_digits
-from flipless.train.models import SmallCNN
+from flipless.models import SmallCNN
 
 
 @pytest.fixture(autouse=True, scope="module")

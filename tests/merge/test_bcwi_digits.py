@@ -26,9 +26,9 @@ import pytest
 import torch
 
 from flipless import compare
+from flipless.data.loaders import load_digits
 from flipless.merge.selection import interpolation_candidates, predict_labels, select_old_weight
 from flipless.train import MLP, TrainSettings, fit, make_update_scenario
-from flipless.train.datasets import load_digits
 
 SEEDS = (0, 1, 2)
 

@@ -10,6 +10,7 @@ from safetensors.torch import save_file
 from torch import nn
 from torch.utils.data import DataLoader
 
+from flipless.data.labeled import LabeledData
 from flipless.errors import FileFormatError, InputError
 from flipless.merge.fisher import (
     FISHER_FORMAT,
@@ -19,8 +20,7 @@ from flipless.merge.fisher import (
     save_fisher,
 )
 from flipless.merge.interpolate import interpolate
-from flipless.train.data import LabeledData
-from flipless.train.models import MLP, SmallCNN
+from flipless.models import MLP, SmallCNN
 
 CLASSES = ("a", "b", "c")
 

@@ -15,7 +15,7 @@ from flipless.errors import FliplessWarning, InputError, MismatchError
 from flipless.merge.interpolate import check_sources, interpolate, load_merged, merge_tensors
 from flipless.merge.policy import MergePolicy, new_class_rows_from_names
 from flipless.merge.sources import TensorSource
-from flipless.train.models import MLP, SmallCNN, save_model
+from flipless.models import MLP, SmallCNN, save_model
 
 
 def linear(weight: list[list[float]], bias: list[float]) -> nn.Linear:

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from flipless.data.labeled import LabeledData
 from flipless.errors import InputError, MismatchError
 from flipless.merge.interpolate import interpolate
 from flipless.merge.selection import (
@@ -22,7 +23,6 @@ from flipless.merge.selection import (
     predict_labels,
     select_old_weight,
 )
-from flipless.train.data import LabeledData
 
 # ----------------------------------------------------------------------------- rules by hand
 

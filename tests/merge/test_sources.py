@@ -13,7 +13,7 @@ from torch import nn
 from flipless.errors import FileFormatError, InputError
 from flipless.merge.interpolate import interpolate
 from flipless.merge.sources import TensorSource, open_source
-from flipless.train.models import CHECKPOINT_FORMAT, SmallCNN, save_model
+from flipless.models import CHECKPOINT_FORMAT, SmallCNN, save_model
 
 
 def small_cnn(seed: int = 0) -> SmallCNN:

@@ -17,12 +17,12 @@ import torch
 
 from flipless.errors import FileFormatError, FliplessError
 from flipless.metrics.comparison import Comparison
+from flipless.models import load_model
 from flipless.sweep.config import load_sweep_config, parse_sweep_config
 from flipless.sweep.runner import run_sweep
 from flipless.sweep.store import read_records
 from flipless.sweep.workspace import FolderLock, read_events
 from flipless.train.config import TrackingConfig
-from flipless.train.models import load_model
 from flipless.train.recipe import load_scenario
 
 BASE = """

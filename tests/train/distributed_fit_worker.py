@@ -29,10 +29,10 @@ def teacher_model() -> torch.nn.Module:
 
 
 def run(out: str | None) -> dict[str, Any]:
+    from flipless.data.loaders import load_digits
     from flipless.losses import build_loss
     from flipless.teachers import ModelTeacher
     from flipless.train import MLP, TrainSettings, fit, make_update_scenario
-    from flipless.train.datasets import load_digits
 
     torch.set_num_threads(1)
     scenario = make_update_scenario(load_digits(), old_fraction=0.3, seed=0)

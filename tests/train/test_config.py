@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from flipless import Comparison
 from flipless.cli import app
 from flipless.errors import FileFormatError, InputError
+from flipless.models import load_model
 from flipless.train.config import load_config, parse_config
-from flipless.train.models import load_model
 from flipless.train.recipe import predict
 
 TOML = """

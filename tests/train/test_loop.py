@@ -14,12 +14,12 @@ import pytest
 import torch
 
 from flipless import compare
+from flipless.data.loaders import load_digits
 from flipless.errors import FileFormatError, InputError
 from flipless.losses import build_loss
 from flipless.losses.features import OldHead
 from flipless.teachers import CachedTeacher, ModelTeacher
 from flipless.train import MLP, Hook, TrainSettings, fit, make_update_scenario
-from flipless.train.datasets import load_digits
 from flipless.train.selection import SelectionRule, undominated
 
 REPO = Path(__file__).resolve().parents[2]
@@ -132,7 +132,7 @@ KILLED_RUN = textwrap.dedent(
     import os, sys, torch
     sys.path.insert(0, {tests!r})
     from flipless.train import Hook, TrainSettings, fit, make_update_scenario, MLP
-    from flipless.train.datasets import load_digits
+    from flipless.data.loaders import load_digits
 
     torch.set_num_threads(1)
     where, moment, at = sys.argv[1], sys.argv[2], int(sys.argv[3])

@@ -31,8 +31,8 @@ from torch import nn
 from torch.utils.data import Dataset, default_collate
 
 from flipless.continual.subnetwork import PopupLinear
+from flipless.data.labeled import LabeledData
 from flipless.errors import FileFormatError, InputError, MismatchError
-from flipless.train.data import LabeledData
 
 GRANULARITIES = ("unit", "parameter")
 WEIGHTED_LAYERS = (nn.Linear, PopupLinear, nn.Conv1d, nn.Conv2d, nn.Conv3d)

@@ -9,7 +9,7 @@ Two pieces, for a ``LightningModule`` that trains the new model:
   ``training_step``: it runs the teacher, the new model and the objective on a batch, logs
   every part of the loss and returns the total to optimise.
 
-Batch contract (what :class:`~flipless.train.data.LabeledData` gives through torch's default
+Batch contract (what :class:`~flipless.data.labeled.LabeledData` gives through torch's default
 collate): a dict ``{"inputs": [B, ...], "labels": int64 [B], "ids": int64 [B]}``. The
 callback reads the new model's logits from what ``validation_step`` returns: a dict with
 ``"logits"`` [B, C]. Every key can be renamed with the ``*_key`` arguments.
@@ -29,13 +29,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from flipless.data.labeled import to_int64_array
 from flipless.errors import InputError, MissingExtraError
 from flipless.losses.objective import CompatibilityLoss
 from flipless.metrics.comparison import Comparison
 from flipless.metrics.counts import RATE_LABELS, FlipCounts
 from flipless.metrics.streaming import FlipMetric
 from flipless.teachers import CachedTeacher, EnsembleTeacher, ModelTeacher, Teacher
-from flipless.train.data import to_int64_array
 from flipless.validation import check_scores, first_few, index_array, to_numpy
 
 _LIGHTNING_EXTRA = "pip install 'flipless[lightning]'"

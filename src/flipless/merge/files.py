@@ -38,7 +38,7 @@ def interpolate_files(
     """θ(α) of the checkpoints, written to ``out_dir`` as safetensors (sharded when large).
 
     Each output file keeps the old checkpoint's metadata (a flipless model file stays
-    loadable with :func:`~flipless.train.models.load_model`) and records the policy under
+    loadable with :func:`~flipless.models.load_model`) and records the policy under
     ``flipless.merge``.
     """
     old_source = open_source(old)
@@ -95,10 +95,10 @@ def select_for_files(
 ) -> WeightSelection:
     """Evaluate θ(α) for every α of ``grid`` on ``dev`` and choose by ``rule``.
 
-    ``old`` and ``news`` are flipless model files (:func:`~flipless.train.models.save_model`);
+    ``old`` and ``news`` are flipless model files (:func:`~flipless.models.save_model`);
     every candidate is rebuilt from the old file's architecture and loaded with θ(α).
     """
-    from flipless.train.models import load_model
+    from flipless.models.files import load_model
 
     old_model = load_model(old)
 

@@ -38,7 +38,7 @@ the first new model. Any other factory
 ``old_weight -> nn.Module`` can be passed to :func:`select_old_weight` instead.
 
 This module sits below :mod:`flipless.train`: a dev split is anything with ``inputs`` and
-``labels`` (a :class:`~flipless.train.data.LabeledData`, typically).
+``labels`` (a :class:`~flipless.data.labeled.LabeledData`, typically).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ an ``nn.Module``                         its ``state_dict()`` (parameters and bu
 a ``Mapping[str, Tensor]``               as it is (a state dict; aliased tensors are fine)
 a ``.safetensors`` file                  memory-mapped (``safetensors.safe_open``): only the
                                          tensors asked for are read; a flipless model file
-                                         (:func:`flipless.train.models.save_model`) is one
+                                         (:func:`flipless.models.save_model`) is one
 a ``*.index.json`` file                  Hugging Face sharded layout: its ``weight_map`` says
                                          which shard file holds each tensor
 a Hugging Face model folder              ``model.safetensors``, else

@@ -29,14 +29,16 @@ import torch
 from torch import nn
 
 from flipless import __version__
+from flipless.data.labeled import LabeledData
+from flipless.data.scenario import UpdateScenario
 from flipless.metrics.comparison import Comparison, compare
+from flipless.models.files import load_model, save_model
+from flipless.models.registry import build_model
 from flipless.sweep.grid import SweepPoint
 from flipless.sweep.store import RECORD_SCHEMA, to_json_value
 from flipless.sweep.workspace import log_event, utc_now
 from flipless.train.config import RunConfig
-from flipless.train.data import LabeledData
 from flipless.train.loop import fit
-from flipless.train.models import build_model, load_model, save_model
 from flipless.train.recipe import (
     build_objective,
     build_teacher,
@@ -45,7 +47,6 @@ from flipless.train.recipe import (
     optimizer_factory,
     predict,
 )
-from flipless.train.scenario import UpdateScenario
 
 #: The metrics of each split in a record, in this order.
 SPLIT_METRICS = (

@@ -217,7 +217,7 @@ def prepare_old_model(config: SweepConfig, quiet: bool) -> tuple[Path, Path | No
 
 
 def _prepare_old_model(config: SweepConfig, quiet: bool) -> tuple[Path, Path | None]:
-    from flipless.train.models import load_model, read_model_info
+    from flipless.models.files import load_model, read_model_info
     from flipless.train.recipe import load_scenario, prepare_old_model
 
     base, folder = config.base, config.folder

@@ -1,13 +1,13 @@
-"""Compatible training: models and data that ship, update scenarios and the training loop.
+"""Compatible training: the training loop, its settings and records, selection rules.
 
-The loop (:func:`fit`, :class:`Trainer`) imports torch-only modules; the Hugging Face text
-model lives in :mod:`flipless.train.text` and is imported only when asked for.
+The models and data it trains on live in :mod:`flipless.models` and :mod:`flipless.data`; the
+names most used with the loop (``MLP``, ``LabeledData``, ``make_update_scenario``, …) are
+re-exported here for convenience.
 """
 
-from flipless.train.data import LabeledData, stratified_split
-from flipless.train.hooks import Hook
-from flipless.train.loop import Trainer, fit
-from flipless.train.models import (
+from flipless.data.labeled import LabeledData, stratified_split
+from flipless.data.scenario import UpdateScenario, make_update_scenario
+from flipless.models import (
     MLP,
     ResNet,
     ResNet18,
@@ -16,8 +16,9 @@ from flipless.train.models import (
     load_model,
     save_model,
 )
+from flipless.train.hooks import Hook
+from flipless.train.loop import Trainer, fit
 from flipless.train.records import EpochRecord, FitResult
-from flipless.train.scenario import UpdateScenario, make_update_scenario
 from flipless.train.selection import SelectionRule
 from flipless.train.settings import TrainSettings
 

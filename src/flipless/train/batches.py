@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate
 
+from flipless.data.labeled import LabeledData
 from flipless.errors import InputError
-from flipless.train.data import LabeledData
 
 
 def epoch_order(size: int, seed: int, epoch: int) -> torch.Tensor:

@@ -47,12 +47,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
+from flipless.data.labeled import LabeledData
 from flipless.errors import InputError, MismatchError
 from flipless.losses.objective import TERMS, CompatibilityLoss
 from flipless.metrics.comparison import Comparison, compare
 from flipless.train import distributed
 from flipless.train.batches import check_dataset, epoch_order, fetch, labels_of, to_device
-from flipless.train.data import LabeledData
 from flipless.train.hooks import HOOK_METHODS
 from flipless.train.progress import Progress
 from flipless.train.records import EpochRecord, FitResult, fill_validation, tracker_metrics

@@ -22,15 +22,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from flipless.data import loaders
+from flipless.data.labeled import LabeledData
+from flipless.data.scenario import UpdateScenario, make_update_scenario, massive_update_scenario
 from flipless.errors import InputError
 from flipless.metrics.comparison import Comparison, compare
-from flipless.train import datasets
+from flipless.models.files import load_model, save_model
+from flipless.models.registry import build_model
 from flipless.train.config import RunConfig
-from flipless.train.data import LabeledData
 from flipless.train.loop import fit
-from flipless.train.models import build_model, load_model, save_model
 from flipless.train.records import FitResult
-from flipless.train.scenario import UpdateScenario, make_update_scenario, massive_update_scenario
 from flipless.train.settings import TrainSettings
 
 
@@ -50,16 +51,16 @@ def load_scenario(config: RunConfig) -> UpdateScenario:
     data = config.data
     if data.name == "massive" and (Path(data.path) / "updated").is_dir():
         return massive_update_scenario(data.path)
-    loaders = {
-        "digits": lambda: datasets.load_digits(seed=config.seed),
-        "fashion-mnist": lambda: datasets.load_fashion_mnist(data.path),
-        "cifar10": lambda: datasets.load_cifar10(data.path),
-        "massive": lambda: datasets.load_massive(data.path),
-        "banking77": lambda: datasets.load_banking77(data.path),
-        "image-folder": lambda: datasets.load_image_folder(data.path, image_size=data.image_size),
+    load = {
+        "digits": lambda: loaders.load_digits(seed=config.seed),
+        "fashion-mnist": lambda: loaders.load_fashion_mnist(data.path),
+        "cifar10": lambda: loaders.load_cifar10(data.path),
+        "massive": lambda: loaders.load_massive(data.path),
+        "banking77": lambda: loaders.load_banking77(data.path),
+        "image-folder": lambda: loaders.load_image_folder(data.path, image_size=data.image_size),
     }
     return make_update_scenario(
-        loaders[data.name](),
+        load[data.name](),
         old_fraction=data.old_fraction,
         old_classes=data.old_classes,
         validation_fraction=data.validation_fraction,

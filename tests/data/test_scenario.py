@@ -1,4 +1,4 @@
-"""Tests of flipless.train.scenario: UpdateScenario and its builders."""
+"""Tests of flipless.data.scenario: UpdateScenario and its builders."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flipless.errors import FileFormatError, InputError, MismatchError
-from flipless.train.data import LabeledData
-from flipless.train.datasets import load_arrays, load_digits
-from flipless.train.scenario import (
+from flipless.data.labeled import LabeledData
+from flipless.data.loaders import load_arrays, load_digits
+from flipless.data.scenario import (
     UpdateScenario,
     make_update_scenario,
     massive_update_scenario,
 )
+from flipless.errors import FileFormatError, InputError, MismatchError
 
 MASSIVE = Path(__file__).resolve().parents[3] / "shared" / "data" / "massive-add-data"
 

@@ -1,4 +1,4 @@
-"""Tests of flipless.train.models: the shipped models, the registry and model checkpoints."""
+"""Tests of flipless.models: the shipped models, the registry and model checkpoints."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from flipless.errors import FileFormatError, InputError, MismatchError
-from flipless.train.models import (
+from flipless.models import (
     CHECKPOINT_FORMAT,
     MLP,
     MODELS,

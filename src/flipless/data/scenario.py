@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from flipless.data.labeled import LabeledData, check_fraction, stratified_split
+from flipless.data.loaders import load_massive
 from flipless.errors import InputError, MismatchError
-from flipless.train.data import LabeledData, check_fraction, stratified_split
-from flipless.train.datasets import load_massive
 from flipless.validation import first_few
 
 SPLIT_FIELDS = ("old_train", "new_train", "validation", "test")
@@ -124,7 +124,7 @@ def make_update_scenario(
     ``splits`` needs "train" and "test" (a loader's output). In this order:
 
     1. ``validation`` is the "dev" or "val" split when there is one; otherwise a
-       :func:`~flipless.train.data.stratified_split` of ``validation_fraction`` ∈ (0, 1) of
+       :func:`~flipless.data.labeled.stratified_split` of ``validation_fraction`` ∈ (0, 1) of
        "train", drawn first.
     2. ``new_train`` is the rest of "train".
     3. ``old_train`` is a stratified ``old_fraction`` ∈ (0, 1] of ``new_train``, after keeping
@@ -142,7 +142,7 @@ def make_update_scenario(
     if missing:
         raise InputError(
             f"splits has {sorted(splits)}; expected 'train' and 'test' (missing {missing}). "
-            "Pass the dict a flipless.train.datasets loader returns."
+            "Pass the dict a flipless.data.loaders loader returns."
         )
     validation_names = [name for name in ("dev", "val") if name in splits]
     if len(validation_names) > 1:

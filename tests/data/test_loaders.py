@@ -1,4 +1,4 @@
-"""Tests of flipless.train.datasets: every loader, on real data where it is here and on small
+"""Tests of flipless.data.loaders: every loader, on real data where it is here and on small
 files written in the real formats."""
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ import pytest
 import torch
 from PIL import Image
 
-from flipless.errors import FileFormatError, InputError, MismatchError
-from flipless.train import datasets
-from flipless.train.datasets import (
+from flipless.data import loaders as datasets
+from flipless.data.loaders import (
     FASHION_MNIST_CLASSES,
     load_arrays,
     load_banking77,
@@ -30,6 +29,7 @@ from flipless.train.datasets import (
     load_image_folder,
     load_massive,
 )
+from flipless.errors import FileFormatError, InputError, MismatchError
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 MASSIVE_OLD = SHARED / "massive-add-data" / "old"

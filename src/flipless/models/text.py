@@ -1,6 +1,6 @@
 """Text classification around a Hugging Face encoder, and the bundled all-MiniLM-L6-v2 weights.
 
-:class:`TextClassifier` follows the flipless model contract (:mod:`flipless.train.models`):
+:class:`TextClassifier` follows the flipless model contract (:mod:`flipless.models`):
 ``features`` pools the encoder's last hidden states into one vector per text, ``head`` maps it
 to logits. Pooling:
 
@@ -27,7 +27,8 @@ import torch
 from torch import nn
 
 from flipless.errors import FileFormatError, InputError, MissingExtraError
-from flipless.train.models import FeatureModel, check_num_classes, positive_int, register_model
+from flipless.models.base import FeatureModel, check_num_classes, positive_int
+from flipless.models.registry import register_model
 
 POOLINGS = ("mean", "cls")
 
@@ -108,7 +109,7 @@ class TextClassifier(FeatureModel):
 
         The folder is what ``save_pretrained`` writes (or :func:`minilm_path`). The model is
         returned in eval mode, as Hugging Face returns its models; call ``.train()`` to
-        fine-tune. It records ``path``, so :func:`flipless.train.models.save_model` can store it
+        fine-tune. It records ``path``, so :func:`flipless.models.save_model` can store it
         and ``load_model`` rebuild it (the folder must still exist then).
         """
         transformers = _transformers()
@@ -116,7 +117,7 @@ class TextClassifier(FeatureModel):
         if not folder.is_dir():
             raise FileFormatError(
                 f"no model folder at {folder}; expected a local folder written by "
-                "save_pretrained (flipless never downloads), e.g. flipless.train.text.minilm_path()."
+                "save_pretrained (flipless never downloads), e.g. flipless.models.text.minilm_path()."
             )
         try:
             encoder = transformers.AutoModel.from_pretrained(str(folder), local_files_only=True)

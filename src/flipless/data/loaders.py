@@ -34,8 +34,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from flipless.data.labeled import LabeledData, check_fraction, stratified_split, to_int64_array
 from flipless.errors import FileFormatError, InputError, MismatchError
-from flipless.train.data import LabeledData, check_fraction, stratified_split, to_int64_array
 from flipless.validation import first_few
 
 FASHION_MNIST_CLASSES = (
@@ -62,7 +62,7 @@ def load_digits(test_fraction: float = 0.25, seed: int = 0) -> dict[str, Labeled
     """scikit-learn's bundled handwritten digits (1,797 images, 10 classes), train and test.
 
     Images are float32 [N, 1, 8, 8], the 0..16 grey levels divided by 16. ``test`` is a
-    :func:`~flipless.train.data.stratified_split` of ``test_fraction`` of every class, seeded;
+    :func:`~flipless.data.labeled.stratified_split` of ``test_fraction`` of every class, seeded;
     ``train`` is the rest. Ids are the row numbers in scikit-learn's arrays.
     """
     from sklearn.datasets import load_digits as sklearn_digits

@@ -1,4 +1,4 @@
-"""Tests of flipless.train.data: LabeledData and stratified_split."""
+"""Tests of flipless.data.labeled: LabeledData and stratified_split."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from flipless.data.labeled import LabeledData, check_fraction, stratified_split
 from flipless.errors import InputError
-from flipless.train.data import LabeledData, check_fraction, stratified_split
 
 
 def images(n: int = 6) -> LabeledData:

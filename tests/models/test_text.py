@@ -1,4 +1,4 @@
-"""Tests of flipless.train.text: TextClassifier on a tiny local BERT, and the bundled MiniLM."""
+"""Tests of flipless.models.text: TextClassifier on a tiny local BERT, and the bundled MiniLM."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from torch import nn
 transformers = pytest.importorskip("transformers")
 
 from flipless.errors import FileFormatError, InputError, MissingExtraError  # noqa: E402
-from flipless.train.models import build_model, load_model, save_model  # noqa: E402
-from flipless.train.text import (  # noqa: E402
+from flipless.models import build_model, load_model, save_model  # noqa: E402
+from flipless.models.text import (  # noqa: E402
     MINILM_SHA256,
     TextClassifier,
     minilm_path,
@@ -257,7 +257,7 @@ def test_minilm_path_rejects_files_that_are_not_the_release(tmp_path, monkeypatc
     assert minilm_path(verify=False) == tmp_path
     (tmp_path / "vocab.txt").unlink()
     monkeypatch.setattr(
-        "flipless.train.text.MINILM_SHA256", {"vocab.txt": MINILM_SHA256["vocab.txt"]}
+        "flipless.models.text.MINILM_SHA256", {"vocab.txt": MINILM_SHA256["vocab.txt"]}
     )
     with pytest.raises(FileFormatError, match=r"vocab.txt is missing"):
         minilm_path()

@@ -1,0 +1,5 @@
+"""``python -m flipless.cli``."""
+
+from flipless.cli import app
+
+app()

@@ -1,0 +1,43 @@
+"""``flipless report``: the interactive HTML report of a comparison or a sweep."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from flipless.cli.common import console, reports_errors
+
+
+@reports_errors
+def report(
+    source: Annotated[
+        Path,
+        typer.Argument(
+            help="A comparison JSON (flipless compare --json) or a sweep results store "
+            "(.jsonl / .parquet)."
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="The HTML file to write.")] = Path(
+        "report.html"
+    ),
+    title: Annotated[str | None, typer.Option("--title", help="The report's title.")] = None,
+    max_instances_per_point: Annotated[
+        int,
+        typer.Option(
+            "--max-instances-per-point",
+            help="Rows embedded per run of a sweep (flips and errors first).",
+        ),
+    ] = 10_000,
+) -> None:
+    """Write the interactive HTML report of a comparison or a sweep (one self-contained file)."""
+    from flipless.report import write_report
+
+    written = write_report(
+        source, out, title=title, max_instances_per_point=max_instances_per_point
+    )
+    size = written.stat().st_size / 2**20
+    console.print(
+        f"Wrote {written} ({size:.1f} MiB); open it in a browser.", highlight=False, soft_wrap=True
+    )

@@ -1,0 +1,143 @@
+"""``flipless train``, ``flipless sweep`` and ``flipless demo``: compatible updates run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.text import Text
+
+from flipless.cli.common import console, methods_table, reports_errors
+from flipless.metrics.display import regressions_table
+
+
+@reports_errors
+def train(
+    config: Annotated[Path, typer.Argument(help="A TOML or YAML run configuration.")],
+    progress: Annotated[
+        str | None, typer.Option("--progress", help="bar, log or none (overrides the config).")
+    ] = None,
+) -> None:
+    """Train a new model compatibly as CONFIG says; measure it against the old one on test."""
+    import dataclasses
+
+    from flipless.train.config import load_config
+    from flipless.train.recipe import run_config
+
+    run = load_config(config)
+    if progress is not None:
+        from flipless.train.settings import TrainSettings
+
+        run = dataclasses.replace(
+            run, train=TrainSettings(**{**dataclasses.asdict(run.train), "progress": progress})
+        )
+    outcome = run_config(run)
+    console.print(methods_table({run.loss.preset: outcome.test_comparison}))
+    console.print(
+        f"kept epoch {outcome.result.best_epoch + 1} by rule {outcome.result.rule!r} on "
+        f"validation; files in {outcome.output_dir}"
+    )
+
+
+@reports_errors
+def sweep(
+    config: Annotated[Path, typer.Argument(help="A TOML or YAML sweep configuration.")],
+    workers: Annotated[
+        int | None, typer.Option("--workers", help="Local worker processes (overrides the config).")
+    ] = None,
+    backend: Annotated[
+        str | None, typer.Option("--backend", help="local or ray (overrides the config).")
+    ] = None,
+    store: Annotated[
+        Path | None,
+        typer.Option(
+            "--store", help="The results file, .jsonl or .parquet (overrides the config)."
+        ),
+    ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", help="No progress; print only the final table.")
+    ] = False,
+    force_new_store: Annotated[
+        bool,
+        typer.Option(
+            "--force-new-store",
+            help="Move an existing store and its files aside (replaced-<time>/) and start anew.",
+        ),
+    ] = False,
+) -> None:
+    """Run a grid of compatible updates (method × strength × seed); a rerun resumes it."""
+    from flipless.sweep.config import load_sweep_config, with_overrides
+    from flipless.sweep.display import front_table
+    from flipless.sweep.pareto import select_point
+    from flipless.sweep.runner import run_sweep
+
+    settings = with_overrides(
+        load_sweep_config(config), workers=workers, backend=backend, store=store
+    )
+    outcome = run_sweep(settings, quiet=quiet, new_store=force_new_store, console=console)
+    if outcome.moved_to is not None:
+        console.print(f"The previous store and its files are in {outcome.moved_to}.")
+    console.print(front_table(outcome.records))
+    selection = select_point(outcome.records, settings.select)
+    console.print(Text(f"Chosen on dev by {selection.rule}: {selection.reason}"))
+    console.print(
+        f"{len(outcome.ran)} point(s) run now, {len(outcome.skipped)} found in {outcome.store}.",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@reports_errors
+def demo(
+    seed: Annotated[int, typer.Option("--seed", help="Seed of data splits and training.")] = 0,
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for the comparisons and the summary (JSON).")
+    ] = Path("flipless-demo"),
+    top_flips: Annotated[
+        int, typer.Option("--top-flips", help="How many regressions of the plain update to list.")
+    ] = 5,
+) -> None:
+    """Train an old and three new digit classifiers (plain, fd-kl, ldi) and compare them."""
+    from flipless.demo import run_demo
+    from flipless.gate import evaluate_gate
+
+    console.print(
+        "[bold]flipless demo[/]: handwritten digits (scikit-learn), MLP 64-128-10, seed "
+        f"{seed}.\nTraining the old model on 30 % of the training split and new models on all "
+        "of it: plain, fd-kl, ldi, and the old model fine-tuned then interpolated back (bcwi) …"
+    )
+    update = run_demo(seed)
+    scenario = update.scenario
+    console.print(
+        f"old model: {len(scenario.old_train)} images; new models: {len(scenario.new_train)}; "
+        f"kept epoch chosen on {len(scenario.validation)} validation images; all measured on "
+        f"the same {len(scenario.test)} test images.\n"
+    )
+    console.print(methods_table(update.comparisons))
+    console.print(
+        f"bcwi: old weight α = {update.old_weight:g}, chosen on validation by the rule "
+        f"{update.summary()['bcwi']['rule']}.",
+        highlight=False,
+    )
+    plain = update.comparisons["cross-entropy"]
+    if top_flips > 0 and plain.negative_flips:
+        console.print(regressions_table(plain.top_regressions(top_flips)))
+    console.print("\nA release gate on each (flipless gate OLD NEW --max-nfr 0.01):")
+    for name, comparison in update.comparisons.items():
+        verdict = evaluate_gate(comparison, max_nfr=0.01)
+        mark = Text("pass", style="green") if verdict.passed else Text("FAIL", style="red")
+        detail = "; ".join(check.detail for check in verdict.checks)
+        console.print(Text("  ").append(mark).append(f" {name}: {detail}"))
+    out.mkdir(parents=True, exist_ok=True)
+    for name, comparison in update.comparisons.items():
+        comparison.to_json(str(out / f"{name}.json"))
+    (out / "summary.json").write_text(json.dumps(update.summary(), indent=1, default=str) + "\n")
+    console.print(
+        f"\nWrote {out}/summary.json and one comparison per method ({out}/<method>.json)."
+    )
+    from flipless.demo import write_demo_report
+
+    report = write_demo_report(update, out / "report.html")
+    console.print(f"Wrote the interactive report {report}: open it in a browser.", highlight=False)
