@@ -8,12 +8,11 @@ and gate releases on it::
     print(comparison.negative_flip_rate, comparison.backward_trust_compatibility)
 """
 
+from flipless._version import __version__
 from flipless.errors import FileFormatError, FliplessError, InputError, MismatchError
 from flipless.metrics.comparison import Comparison, compare
 from flipless.metrics.counts import FlipCounts, Rate
 from flipless.metrics.versions import flip_chain, pairwise_negative_flip_rates
-
-__version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> object:

@@ -274,7 +274,7 @@ class MlflowTracker:
                 "'http(s)://' address."
             ) from error
         experiment_id = self._experiment_id(experiment, artifact_root)
-        from flipless import __version__
+        from flipless._version import __version__
 
         run = self._client.create_run(
             experiment_id,

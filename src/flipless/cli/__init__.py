@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from flipless import __version__
+from flipless._version import __version__
 from flipless.cli.common import console
 from flipless.cli.measure import compare, gate
 from flipless.cli.merging import interpolate

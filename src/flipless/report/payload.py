@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from flipless import __version__
+from flipless._version import __version__
 from flipless.errors import InputError, MismatchError
 from flipless.metrics.comparison import Comparison
 from flipless.metrics.outcomes import NEW_CORRECT, OLD_CORRECT

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from flipless import __version__
+from flipless._version import __version__
 from flipless.data.labeled import LabeledData
 from flipless.data.scenario import UpdateScenario
 from flipless.metrics.comparison import Comparison, compare

@@ -28,7 +28,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from flipless import __version__
+from flipless._version import __version__
 from flipless.errors import FileFormatError, FliplessError
 from flipless.sweep.grid import POINTS_FOLDER
 
