@@ -25,12 +25,12 @@ from flipless.cli.common import (
     reports_errors,
 )
 from flipless.metrics.comparison import Comparison
-from flipless.metrics.display import group_table, regressions_table
+from flipless.metrics.display import group_table, regressions_table, summary_table
 
 
 def show_comparison(comparison: Comparison, top_flips: int, class_limit: int = 15) -> None:
     """Print the summary, the per-class and per-slice views and the biggest regressions."""
-    console.print(comparison)
+    console.print(summary_table(comparison))
     console.print(
         group_table(
             comparison.per_class(), "Per true class (most negative flips first)", class_limit

@@ -8,8 +8,8 @@ JSON (:mod:`flipless.metrics.schema`) gives exactly the same numbers as the one-
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
@@ -22,11 +22,11 @@ from flipless.metrics.outcomes import (
     NUM_OUTCOMES,
     flip_pairs,
     group_outcomes,
-    negative_flip_mask,
-    positive_flip_mask,
     tally,
 )
 from flipless.metrics.outputs import correctness, read_outputs
+from flipless.metrics.parts import Instances, SliceTable
+from flipless.metrics.schema import comparison_from_dict, comparison_to_dict, read_json, write_json
 from flipless.metrics.significance import Significance, significance
 from flipless.validation import check_same_length, first_few, to_group_labels
 
@@ -39,61 +39,6 @@ GROUP_RATES = (
     "backward_trust_compatibility",
     "backward_error_compatibility",
 )
-
-
-@dataclass(frozen=True, eq=False)
-class SliceTable:
-    """Outcome counts per group of one slice column: ``outcomes[g]`` counts group ``groups[g]``."""
-
-    name: str
-    groups: tuple[Any, ...]
-    outcomes: np.ndarray
-
-    def counts(self, group: Any) -> FlipCounts:
-        """The flip counts of one group."""
-        if group not in self.groups:
-            raise InputError(
-                f"Slice {self.name!r} has no group {group!r}; its groups are "
-                f"{first_few(list(self.groups))}."
-            )
-        return FlipCounts.from_outcomes(self.outcomes[self.groups.index(group)])
-
-
-@dataclass(frozen=True, eq=False)
-class Instances:
-    """Per-sample outcomes, aligned by row: what each model said and whether it flipped.
-
-    ``sample_ids`` is None when the samples are identified by their row number.
-    """
-
-    labels: np.ndarray
-    old_pred: np.ndarray
-    new_pred: np.ndarray
-    codes: np.ndarray
-    sample_ids: np.ndarray | None = None
-    old_confidence: np.ndarray | None = None
-    new_confidence: np.ndarray | None = None
-
-    @property
-    def ids(self) -> np.ndarray:
-        """The sample ids, or the row numbers when none were given."""
-        return np.arange(self.codes.shape[0]) if self.sample_ids is None else self.sample_ids
-
-    @property
-    def negative_flip(self) -> np.ndarray:
-        return negative_flip_mask(self.codes)
-
-    @property
-    def positive_flip(self) -> np.ndarray:
-        return positive_flip_mask(self.codes)
-
-    @property
-    def old_correct(self) -> np.ndarray:
-        return (self.codes & 1).astype(bool)
-
-    @property
-    def new_correct(self) -> np.ndarray:
-        return (self.codes & 2).astype(bool)
 
 
 def outcome_frame(outcomes: np.ndarray, index: pd.Index) -> pd.DataFrame:
@@ -315,16 +260,10 @@ class Comparison:
     # Serialisation ---------------------------------------------------------------------------
     def to_dict(self, instances: bool = True) -> dict[str, Any]:
         """The JSON-ready document (schema in :mod:`flipless.metrics.schema`)."""
-        from flipless.metrics.schema import comparison_to_dict
-
         return comparison_to_dict(self, instances)
 
     def to_json(self, path: str | None = None, instances: bool = True) -> str:
         """The JSON text; written atomically to ``path`` when given."""
-        import json
-
-        from flipless.metrics.schema import write_json
-
         document = self.to_dict(instances)
         if path is not None:
             write_json(document, path)
@@ -333,21 +272,12 @@ class Comparison:
     @classmethod
     def from_dict(cls, document: dict[str, Any]) -> Comparison:
         """Rebuild from :meth:`to_dict`'s document (checked against its stored counts)."""
-        from flipless.metrics.schema import comparison_from_dict
-
-        return comparison_from_dict(document)
+        return comparison_from_dict(document, cls)
 
     @classmethod
     def from_json(cls, path: str) -> Comparison:
         """Read a comparison written by :meth:`to_json`."""
-        from flipless.metrics.schema import comparison_from_dict, read_json
-
-        return comparison_from_dict(read_json(path))
-
-    def __rich__(self) -> Any:
-        from flipless.metrics.display import summary_table
-
-        return summary_table(self)
+        return comparison_from_dict(read_json(path), cls)
 
 
 def _slice_columns(slices: Any, size: int) -> dict[str, np.ndarray]:

@@ -22,6 +22,11 @@ Schema ``flipless.comparison`` version 1::
                    "old_confidence"?, "new_confidence"?} | null}
 
 NaN is written as ``null`` (JSON has no NaN).
+
+This module stands below :mod:`flipless.metrics.comparison`: it reads what a document stores
+from any object with a comparison's attributes (:class:`StoredComparison`), and reading a
+document builds the comparison with the class it is given (``Comparison.from_dict`` passes
+itself).
 """
 
 from __future__ import annotations
@@ -29,17 +34,49 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
+from flipless._version import __version__
 from flipless.errors import FileFormatError, FliplessError
-from flipless.metrics.comparison import Comparison, Instances, SliceTable
+from flipless.metrics.counts import FlipCounts
+from flipless.metrics.parts import Instances, SliceTable
+from flipless.metrics.significance import Significance
 
 SCHEMA = "flipless.comparison"
 SCHEMA_VERSION = 1
+
+
+class StoredComparison(Protocol):
+    """What a document stores of a comparison: its settings, its tables, its derived numbers."""
+
+    class_outcomes: np.ndarray
+    class_names: tuple[str, ...] | None
+    top_k: int
+    slices: dict[str, SliceTable]
+    instances: Instances | None
+    confidence: float
+    n_bootstrap: int
+    seed: int
+
+    @property
+    def num_classes(self) -> int: ...
+
+    @property
+    def flip_matrix(self) -> np.ndarray: ...
+
+    @property
+    def counts(self) -> FlipCounts: ...
+
+    @property
+    def significance(self) -> Significance: ...
+
+
+Built = TypeVar("Built", bound=StoredComparison)
 
 
 def _clean(value: Any) -> Any:
@@ -59,10 +96,8 @@ def _array(values: np.ndarray) -> list[Any]:
     return _clean(values.tolist())
 
 
-def comparison_to_dict(comparison: Comparison, instances: bool = True) -> dict[str, Any]:
+def comparison_to_dict(comparison: StoredComparison, instances: bool = True) -> dict[str, Any]:
     """The JSON-ready document of a comparison (see the module docstring)."""
-    from flipless import __version__
-
     significance = comparison.significance
     document: dict[str, Any] = {
         "schema": SCHEMA,
@@ -114,8 +149,8 @@ def _counts_table(values: Any, columns: int, what: str) -> np.ndarray:
     return table
 
 
-def comparison_from_dict(document: dict[str, Any]) -> Comparison:
-    """Rebuild a comparison from :func:`comparison_to_dict`'s document, checking it."""
+def comparison_from_dict(document: dict[str, Any], build: Callable[..., Built]) -> Built:
+    """Rebuild a comparison (``build(...)``) from :func:`comparison_to_dict`'s document, checked."""
     if not isinstance(document, dict) or document.get("schema") != SCHEMA:
         found = document.get("schema") if isinstance(document, dict) else type(document).__name__
         raise FileFormatError(f"Expected a '{SCHEMA}' JSON document; found schema {found!r}.")
@@ -128,7 +163,7 @@ def comparison_from_dict(document: dict[str, Any]) -> Comparison:
     try:
         num_classes = int(document["num_classes"])
         settings = document["settings"]
-        comparison = Comparison(
+        comparison = build(
             class_outcomes=_counts_table(document["class_outcomes"], 8, "class_outcomes"),
             flip_matrix=_counts_table(document["flip_matrix"], num_classes, "flip_matrix"),
             class_names=document.get("class_names"),

@@ -21,6 +21,7 @@ import json
 import platform
 import shutil
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from torch import nn
 from flipless._version import __version__
 from flipless.data.labeled import LabeledData
 from flipless.data.scenario import UpdateScenario
+from flipless.inference.predict import predicted_classes
 from flipless.metrics.comparison import Comparison, compare
 from flipless.models.files import load_model, save_model
 from flipless.models.registry import build_model
@@ -45,7 +47,6 @@ from flipless.train.recipe import (
     load_scenario,
     model_settings,
     optimizer_factory,
-    predict,
 )
 
 #: The metrics of each split in a record, in this order.
@@ -107,8 +108,8 @@ def measure(
     }
     return {
         name: compare(
-            predict(old, data, batch_size),
-            predict(new, data, batch_size),
+            predicted_classes(old, data, batch_size),
+            predicted_classes(new, data, batch_size),
             data.labels.numpy(),
             ids=data.ids.numpy(),
             class_names=list(scenario.class_names),
@@ -203,3 +204,14 @@ def run_point(task: PointTask) -> dict[str, Any]:
         },
         "fingerprint": task.fingerprint,
     }
+
+
+def run_point_logged(task: PointTask) -> dict[str, Any]:
+    """:func:`run_point`, writing the traceback to the point's ``error.txt`` when it fails."""
+    try:
+        return run_point(task)
+    except BaseException:
+        folder = Path(task.config.output_dir)
+        if folder.is_dir():
+            (folder / "error.txt").write_text(traceback.format_exc())
+        raise

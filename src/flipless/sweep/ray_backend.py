@@ -18,13 +18,11 @@ from __future__ import annotations
 from typing import Any
 
 from flipless.errors import MissingExtraError
-from flipless.sweep.points import PointTask
+from flipless.sweep.points import PointTask, run_point_logged
 
 
 def _run_with_threads(task: PointTask, threads: int) -> dict[str, Any]:
     import torch
-
-    from flipless.sweep.runner import run_point_logged
 
     torch.set_num_threads(threads)
     return run_point_logged(task)

@@ -32,7 +32,6 @@ import multiprocessing
 import os
 import threading
 import time
-import traceback
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -44,7 +43,7 @@ from rich.console import Console
 from flipless.errors import FliplessError
 from flipless.sweep.config import SweepConfig, base_fingerprint
 from flipless.sweep.grid import SweepPoint, point_config, sweep_points
-from flipless.sweep.points import PointTask, run_point
+from flipless.sweep.points import PointTask, run_point_logged
 from flipless.sweep.progress import SweepProgress
 from flipless.sweep.store import ResultsStore
 from flipless.sweep.workspace import (
@@ -99,17 +98,6 @@ def cpu_count() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
         return os.cpu_count() or 1
-
-
-def run_point_logged(task: PointTask) -> dict[str, Any]:
-    """:func:`run_point`, writing the traceback to the point's ``error.txt`` when it fails."""
-    try:
-        return run_point(task)
-    except BaseException:
-        folder = Path(task.config.output_dir)
-        if folder.is_dir():
-            (folder / "error.txt").write_text(traceback.format_exc())
-        raise
 
 
 def _start_worker(threads: int) -> None:
