@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 from flipless import Comparison
 from flipless.cli import app
 from flipless.errors import FileFormatError, InputError
+from flipless.inference.predict import predicted_classes
 from flipless.models import load_model
 from flipless.train.config import load_config, parse_config
-from flipless.train.recipe import predict
 
 TOML = """
 seed = 3
@@ -149,7 +149,9 @@ def test_flipless_train_runs_a_config_end_to_end(tmp_path):
     again = Comparison.from_json(str(out / "test_comparison.json"))
     from flipless import compare
 
-    redone = compare(predict(old, scenario.test), predict(new, scenario.test), labels)
+    redone = compare(
+        predicted_classes(old, scenario.test), predicted_classes(new, scenario.test), labels
+    )
     assert (
         redone.negative_flips == again.negative_flips and redone.accuracy_new == again.accuracy_new
     )

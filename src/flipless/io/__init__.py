@@ -1,4 +1,4 @@
-"""Read prediction files and join an old and a new model's predictions by sample id.
+"""Read and write prediction files, and join an old and a new model's predictions by sample id.
 
 ::
 
@@ -9,14 +9,17 @@
 from flipless.io.files import compare_files
 from flipless.io.join import JOIN_MODES, JoinedPredictions, join_by_id
 from flipless.io.readers import FORMATS, PredictionTable, detect_format, read_predictions
+from flipless.io.writers import WRITE_FORMATS, write_predictions
 
 __all__ = [
     "FORMATS",
     "JOIN_MODES",
+    "WRITE_FORMATS",
     "JoinedPredictions",
     "PredictionTable",
     "compare_files",
     "detect_format",
     "join_by_id",
     "read_predictions",
+    "write_predictions",
 ]

@@ -26,6 +26,7 @@ from flipless.data import loaders
 from flipless.data.labeled import LabeledData
 from flipless.data.scenario import UpdateScenario, make_update_scenario, massive_update_scenario
 from flipless.errors import InputError
+from flipless.inference.predict import predicted_classes
 from flipless.metrics.comparison import Comparison, compare
 from flipless.models.files import load_model, save_model
 from flipless.models.registry import build_model
@@ -166,21 +167,6 @@ def build_objective(config: RunConfig, old: nn.Module):
     return build_loss(config.loss.preset, ce_weight=config.loss.ce_weight, **overrides)
 
 
-def predict(model: nn.Module, data: LabeledData, batch_size: int = 512) -> np.ndarray:
-    """Class predictions of ``model`` over ``data``, in order."""
-    device = next(model.parameters()).device
-    model.eval()
-    out = []
-    with torch.no_grad():
-        for chunk in torch.arange(len(data)).split(batch_size):
-            inputs = _fetch_inputs(data, chunk)
-            if isinstance(inputs, torch.Tensor):
-                inputs = inputs.to(device)
-            logits = model(inputs)
-            out.append(logits.argmax(dim=1).cpu())
-    return torch.cat(out).numpy()
-
-
 def run_config(config: RunConfig) -> RunOutcome:
     """Train and measure the update the config describes; see the module docstring."""
     out = Path(config.output_dir)
@@ -213,8 +199,8 @@ def run_config(config: RunConfig) -> RunOutcome:
             output_dir=out / "new",
         )
         test = compare(
-            predict(old, scenario.test),
-            predict(result.model, scenario.test),
+            predicted_classes(old, scenario.test),
+            predicted_classes(result.model, scenario.test),
             scenario.test.labels.numpy(),
             ids=scenario.test.ids.numpy(),
             class_names=list(scenario.class_names),
