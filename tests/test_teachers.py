@@ -11,7 +11,16 @@ import torch
 from torch import nn
 
 from flipless.errors import FileFormatError, FliplessWarning, InputError, MismatchError
-from flipless.teachers import CachedTeacher, EnsembleTeacher, LabelMap, ModelTeacher, Teacher
+from flipless.losses.terms import kl_divergence
+from flipless.teachers import (
+    CachedTeacher,
+    EnsembleTeacher,
+    KnownClassColumns,
+    LabelMap,
+    ModelTeacher,
+    Teacher,
+    unknown_class_logit,
+)
 
 D, C = 4, 3
 
@@ -91,7 +100,7 @@ def test_model_teacher_with_label_map() -> None:
     z = model(x_batch()).detach()
     assert out.shape == (5, 5) and teacher.num_classes == 5
     torch.testing.assert_close(out[:, [4, 0, 2]], z, rtol=0, atol=0)
-    assert torch.equal(out[:, [1, 3]], torch.zeros(5, 2, dtype=torch.float64))
+    assert torch.equal(out[:, [1, 3]], torch.full((5, 2), -1e9, dtype=torch.float64))
     assert teacher.class_mask.tolist() == [True, False, True, False, True]
 
 
@@ -312,8 +321,79 @@ def test_label_map_from_names_reordered() -> None:
     assert lm.class_mask.tolist() == [True, False, True, True, False]
     old = torch.tensor([[1.0, 2.0, 3.0], [-4.0, 5.0, -6.0]], dtype=torch.float64)
     new = lm.expand(old)
-    expected = torch.tensor([[2.0, 0, 3.0, 1.0, 0], [5.0, 0, -6.0, -4.0, 0]], dtype=torch.float64)
+    u = -1e9  # a class the old model never had: unknown_class_logit(float64)
+    expected = torch.tensor([[2.0, u, 3.0, 1.0, u], [5.0, u, -6.0, -4.0, u]], dtype=torch.float64)
     assert torch.equal(new, expected)
+
+
+def test_unknown_class_logit_by_dtype() -> None:
+    assert unknown_class_logit(torch.float16) == -32752.0  # finfo(float16).min / 2
+    for dtype in (torch.bfloat16, torch.float32, torch.float64):
+        assert unknown_class_logit(dtype) == -1e9
+    with pytest.raises(InputError, match="floating point"):
+        unknown_class_logit(torch.int64)
+
+
+def test_expanded_softmax_by_hand() -> None:
+    # old classes 0 and 1 at new columns 0 and 2; softmax([0, ln 3]) = [1/4, 3/4]
+    lm = LabelMap((0, 2), 3)
+    old = torch.tensor([[0.0, float(np.log(3.0))]], dtype=torch.float64)
+    probabilities = lm.expand(old).softmax(dim=1)
+    torch.testing.assert_close(
+        probabilities, torch.tensor([[0.25, 0.0, 0.75]], dtype=torch.float64), rtol=0, atol=1e-15
+    )
+    assert probabilities[0, 1].item() == 0.0
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("temperature", [1.0, 100.0])
+def test_unknown_columns_never_win_and_take_no_mass(dtype, temperature) -> None:
+    # every old logit very negative: a fill of 0 would win the argmax of every row
+    low = -1000.0 if dtype == torch.float16 else -1e4
+    old = torch.tensor([[low, low + 64.0, low + 128.0], [-1.0, 5.0, low]], dtype=dtype)
+    lm = LabelMap((3, 0, 4), 6)
+    expanded = lm.expand(old)
+    assert expanded.dtype == dtype and bool(torch.isfinite(expanded).all())
+    assert set(expanded.argmax(dim=1).tolist()) <= {0, 3, 4}
+    assert expanded.argmax(dim=1).tolist() == [4, 0]
+    scaled = expanded.float() / temperature  # what the terms compute, in at least float32
+    probabilities = scaled.softmax(dim=1)
+    assert bool((probabilities[:, ~lm.class_mask] == 0).all())
+    torch.testing.assert_close(
+        probabilities[:, [3, 0, 4]], (old.float() / temperature).softmax(dim=1), rtol=0, atol=1e-6
+    )
+    assert bool(torch.isfinite(scaled.log_softmax(dim=1)).all())
+    native = (expanded / temperature).softmax(dim=1)  # and in the logits' own dtype
+    assert bool((native[:, ~lm.class_mask] == 0).all())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_distilling_from_expanded_logits_has_finite_gradients(dtype) -> None:
+    lm = LabelMap((0, 1), 4)
+    teacher = lm.expand(torch.tensor([[2.0, -1.0], [-3.0, 0.5]], dtype=dtype))
+    new = torch.tensor([[0.1, 0.2, 3.0, -1.0], [1.0, 0.0, 0.0, 2.0]], requires_grad=True)
+    for mask in (None, lm.class_mask):  # even a caller that forgets the mask gets no NaN
+        new.grad = None
+        loss = kl_divergence(new, teacher.float(), temperature=2.0, class_mask=mask).sum()
+        loss.backward()
+        assert bool(torch.isfinite(loss)) and bool(torch.isfinite(new.grad).all())
+
+
+def test_known_class_columns_of_a_full_width_head() -> None:
+    model = linear(0)  # 3 outputs: a head with a row per new class, trained on classes 0 and 2
+    known = (0, 2)
+    teacher = ModelTeacher(KnownClassColumns(model, known), label_map=LabelMap(known, 3))
+    x = x_batch()
+    z = model(x).detach()
+    out = teacher.logits(x)
+    torch.testing.assert_close(out[:, [0, 2]], z[:, [0, 2]], rtol=0, atol=0)
+    assert bool((out[:, 1] == -1e9).all()) and teacher.class_mask.tolist() == [True, False, True]
+    with pytest.raises(MismatchError, match="head of at least 5"):
+        KnownClassColumns(linear(0), (0, 4))(x)
+    with pytest.raises(InputError, match="distinct"):
+        KnownClassColumns(model, (1, 1))
+    with pytest.raises(InputError, match="no features"):
+        KnownClassColumns(model, known).features(x)
 
 
 def test_label_map_errors() -> None:

@@ -13,8 +13,12 @@ z_o for a batch, already in the *student's* label space, detached, computed unde
   stored by sample id in a safetensors file; training then only looks rows up. This is valid
   only when the inputs are the same every epoch (no random augmentation).
 * :class:`LabelMap`: the old model was trained before classes were added. The map places each
-  old class at its student column; the columns of new classes are filled with 0 and flagged
-  False in ``class_mask`` so the distillation terms leave them out.
+  old class at its student column, matched by class name (:meth:`LabelMap.from_names`); the
+  columns of new classes are filled with :func:`unknown_class_logit` (a large negative finite
+  logit: it never wins an argmax and its softmax probability is exactly 0, even at T = 100 and
+  in float16) and flagged False in ``class_mask``, so the distillation terms leave them out.
+  :class:`KnownClassColumns` reads the old classes' rows of an old head that has a row for
+  every new class but learned only some of them.
 """
 
 from __future__ import annotations
@@ -100,15 +104,69 @@ class LabelMap:
         return mask
 
     def expand(self, old_logits: torch.Tensor) -> torch.Tensor:
-        """[N, C_old] → [N, C_new]; columns of classes unknown to the teacher hold 0."""
+        """[N, C_old] → [N, C_new]; columns of classes unknown to the teacher hold
+        :func:`unknown_class_logit` of the logits' dtype, so they never win an argmax nor take
+        probability mass."""
         if old_logits.ndim != 2 or old_logits.shape[1] != self.num_old_classes:
             raise MismatchError(
                 f"the label map expects old logits [N, {self.num_old_classes}]; "
                 f"got {tuple(old_logits.shape)}."
             )
-        out = old_logits.new_zeros(old_logits.shape[0], self.num_new_classes)
+        out = old_logits.new_full(
+            (old_logits.shape[0], self.num_new_classes), unknown_class_logit(old_logits.dtype)
+        )
         out[:, list(self.old_to_new)] = old_logits
         return out
+
+
+def unknown_class_logit(dtype: torch.dtype) -> float:
+    """The logit :meth:`LabelMap.expand` gives the classes the old model never had.
+
+    max(−10⁹, finfo(dtype).min / 2): −10⁹ in float32/float64/bfloat16, −32 752 in float16.
+    Finite, so that log-softmax stays finite and 0 · log p is 0 rather than NaN; low enough
+    that exp(fill / T − max) underflows to exactly 0 for any temperature T ≤ 100 and old
+    logits of magnitude up to 10⁴ in float32 and bfloat16 (10³ in float16), so such a column
+    never wins an argmax and takes no probability mass; and half the dtype's range, so that
+    subtracting a row maximum cannot overflow to −inf.
+    """
+    if not dtype.is_floating_point:
+        raise InputError(f"old logits must be floating point; got {dtype}.")
+    return max(-1e9, torch.finfo(dtype).min / 2)
+
+
+class KnownClassColumns(nn.Module):
+    """The old classes' logits [N, len(columns)] of an old model with a full-width head.
+
+    An old model built with a row for every class of the new label space but trained only on
+    ``columns`` (e.g. ``data.old_classes``) has rows for the other classes that were never a
+    target; their values are no answer of the old model. This module keeps only the learned
+    rows, in the order given, so that ``ModelTeacher(KnownClassColumns(old, known),
+    label_map=LabelMap(known, C))`` places the old model in the new label space.
+    ``features()`` is the wrapped model's, for feature terms.
+    """
+
+    def __init__(self, model: nn.Module, columns: Sequence[int]) -> None:
+        super().__init__()
+        self.model = model
+        self.columns = tuple(int(k) for k in columns)
+        if not self.columns or len(set(self.columns)) != len(self.columns):
+            raise InputError(f"columns={list(columns)}; expected distinct column indices.")
+
+    def forward(self, inputs: Any) -> torch.Tensor:
+        logits = _first_logits(self.model(inputs))
+        if max(self.columns) >= logits.shape[1] or min(self.columns) < 0:
+            raise MismatchError(
+                f"the old model returned {logits.shape[1]} classes; the known columns "
+                f"{list(self.columns)} need a head of at least {max(self.columns) + 1}."
+            )
+        return logits[:, list(self.columns)]
+
+    def features(self, inputs: Any) -> torch.Tensor:
+        """The wrapped model's representation, when it has one."""
+        extract = getattr(self.model, "features", None)
+        if not callable(extract):
+            raise InputError(f"the old model ({type(self.model).__name__}) has no features().")
+        return extract(inputs)
 
 
 def _first_logits(output: Any) -> torch.Tensor:

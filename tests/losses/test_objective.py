@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -143,3 +145,84 @@ def test_focus_uses_only_the_classes_the_teacher_knows():
     # old right on sample 0 only (argmax over the known classes: 1 and 0)
     expected = F.cross_entropy(new[:1], labels[:1], reduction="sum") / 2
     torch.testing.assert_close(parts["new_error"], expected)
+
+
+# --------------------------------------------------------------------------- growing label set
+# The teacher knows classes 0 and 1 of 3; sample 1's label (2) is a class it never had.
+GROW_NEW = torch.tensor([[1.0, 0.0, 0.5], [0.2, 0.4, 2.0]], dtype=torch.float64)
+GROW_OLD = torch.tensor([[2.0, 0.0, -1e9], [0.0, 1.0, -1e9]], dtype=torch.float64)
+GROW_LABELS = torch.tensor([0, 2])
+KNOWN = torch.tensor([True, True, False])
+
+
+def _cross_entropy(logits: list[float], label: int) -> float:
+    return math.log(sum(math.exp(v) for v in logits)) - logits[label]
+
+
+def _renormalised_kl(new: list[float], old: list[float]) -> float:
+    """KL over classes 0 and 1 of the softmaxes renormalised over them, by hand."""
+    p = [math.exp(v) / (math.exp(old[0]) + math.exp(old[1])) for v in old[:2]]
+    q = [math.exp(v) / (math.exp(new[0]) + math.exp(new[1])) for v in new[:2]]
+    return sum(pk * math.log(pk / qk) for pk, qk in zip(p, q, strict=True))
+
+
+def test_distillation_leaves_out_samples_of_classes_the_teacher_does_not_know():
+    loss = CompatibilityLoss([Term("kl", weight=2.0, options={"temperature": 1.0})])
+    total, parts = loss(GROW_NEW, GROW_LABELS, GROW_OLD, class_mask=KNOWN)
+    new, old = GROW_NEW.tolist(), GROW_OLD.tolist()
+    kl_first = _renormalised_kl(new[0], old[0])  # sample 1 is left out: k_1 = 0
+    ce = [_cross_entropy(new[0], 0), _cross_entropy(new[1], 2)]
+    torch.testing.assert_close(parts["kl"].item(), kl_first / 2, rtol=1e-13, atol=0)
+    torch.testing.assert_close(total.item(), sum(ce) / 2 + 2.0 * kl_first / 2, rtol=1e-13, atol=0)
+
+
+def test_a_mixed_term_gives_unknown_class_samples_the_full_cross_entropy():
+    loss = CompatibilityLoss([Term("ldi", mix=0.5, options={"margin": 0.0})])
+    total, parts = loss(GROW_NEW, GROW_LABELS, GROW_OLD, class_mask=KNOWN)
+    new, old = GROW_NEW.tolist(), GROW_OLD.tolist()
+    ldi_first = sum((new[0][k] - old[0][k]) ** 2 for k in (0, 1)) / 2  # over the known classes
+    ce = [_cross_entropy(new[0], 0), _cross_entropy(new[1], 2)]
+    expected = (0.5 * ce[0] + 1.0 * ce[1]) / 2 + 0.5 * ldi_first / 2
+    torch.testing.assert_close(total.item(), expected, rtol=1e-13, atol=0)
+    torch.testing.assert_close(parts["cross_entropy"].item(), sum(ce) / 2, rtol=1e-13, atol=0)
+    # with every label known, the objective is the plain convex mix
+    all_known = torch.tensor([0, 1])
+    total, _ = loss(GROW_NEW, all_known, GROW_OLD, class_mask=KNOWN)
+    ldi = [sum((new[i][k] - old[i][k]) ** 2 for k in (0, 1)) / 2 for i in (0, 1)]
+    ce = [_cross_entropy(new[0], 0), _cross_entropy(new[1], 1)]
+    torch.testing.assert_close(
+        total.item(), 0.5 * sum(ce) / 2 + 0.5 * sum(ldi) / 2, rtol=1e-13, atol=0
+    )
+
+
+@pytest.mark.parametrize("preset", ["fd-kl", "fd-lm", "ldi", "strict-imitation"])
+def test_unknown_class_samples_get_only_the_label_gradient(preset):
+    from flipless.losses import build_loss
+
+    new = GROW_NEW.clone().requires_grad_(True)
+    total, _ = build_loss(preset)(new, GROW_LABELS, GROW_OLD, class_mask=KNOWN)
+    total.backward()
+    plain = GROW_NEW.clone().requires_grad_(True)
+    F.cross_entropy(plain, GROW_LABELS, reduction="sum").div(2).backward()
+    # sample 1 (label 2, unknown to the teacher) learns from its label alone, fully weighted
+    torch.testing.assert_close(new.grad[1], plain.grad[1], rtol=1e-13, atol=1e-15)
+
+
+def test_the_renormalised_kl_ignores_the_new_class_logit_and_a_shift_of_the_old_ones():
+    new = GROW_NEW[:1].clone().requires_grad_(True)
+    kl = terms.kl_divergence(new, GROW_OLD[:1], class_mask=KNOWN)
+    kl.sum().backward()
+    assert new.grad[0, 2].item() == 0.0  # no push of the new class's logit either way
+    shifted = GROW_NEW[:1] + torch.tensor([[3.0, 3.0, -7.0]], dtype=torch.float64)
+    torch.testing.assert_close(
+        terms.kl_divergence(shifted, GROW_OLD[:1], class_mask=KNOWN),
+        kl.detach(),
+        rtol=1e-13,
+        atol=0,
+    )
+
+
+def test_a_class_mask_of_the_wrong_shape_is_refused():
+    loss = CompatibilityLoss([Term("kl", weight=1.0)])
+    with pytest.raises(FliplessError, match=r"class_mask must be a bool tensor of shape \(3,\)"):
+        loss(GROW_NEW, GROW_LABELS, GROW_OLD, class_mask=torch.tensor([True, False]))

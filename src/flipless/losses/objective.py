@@ -10,6 +10,18 @@ cross-entropy then getting ``ce_weight · (1 − Σ mix)``. One normalisation fo
 mean over the batch. Weights and losses are asserted to be [N] (the amazon-science code
 multiplied [N, 1] by [N], which broadcasts to [N, N]). Teacher logits are detached, so the
 old model never receives gradients, and the student is run once by the caller.
+
+A growing label set (``class_mask``: the classes the teacher knows, e.g. a
+:class:`~flipless.teachers.LabelMap`'s). With k_i = 1[y_i ∈ known], every term that reads the
+teacher's logits is weighted w_ji · k_i, and the cross-entropy of sample i is weighted
+ce_weight · (1 − Σ_{j: mix, teacher} mix_j · k_i − Σ_{j: mix, no teacher} mix_j): a sample of a
+class the old model never had is trained by its label alone, with the full cross-entropy
+weight. Why leave such samples out rather than distil on them: a negative flip needs the old
+model to be right, which it can only be on a class it knows, so they carry no compatibility
+signal; the logit terms (FD-LM, LDI) would pin the old classes' logits at the old model's
+values on an input it could only misclassify, holding back the margin the new class needs;
+and with a ``mix`` term they would lose that share of their only learning signal. The softmax
+terms are renormalised over the known classes besides (:func:`~flipless.losses.terms.kl_divergence`).
 """
 
 from __future__ import annotations
@@ -139,6 +151,10 @@ class CompatibilityLoss(nn.Module):
         if total_mix > 1.0 + 1e-12:
             raise InputError(f"The terms' mix values add up to {total_mix}; expected at most 1.")
         self.ce_weight = ce_weight * (1.0 - total_mix)
+        #: the cross-entropy weight a sample of a class unknown to the teacher gets back
+        self.unknown_class_ce_bonus = ce_weight * sum(
+            term.mix or 0.0 for term in self.terms if "teacher_logits" in TERMS[term.kind][1]
+        )
         self.multilabel = any(term.kind in BINARY_TERMS for term in self.terms)
         if self.multilabel and not all(term.kind in BINARY_TERMS for term in self.terms):
             raise InputError("Binary (sigmoid) terms cannot be combined with softmax terms.")
@@ -193,12 +209,19 @@ class CompatibilityLoss(nn.Module):
                     f"{name} features have {features.shape[0]} rows for {size} samples; "
                     "expected one row per sample."
                 )
+        known_label = self._known_labels(labels, class_mask, new_logits.shape[1])
         if self.multilabel:
             base_loss = term_functions.binary_new_error(new_logits, labels).mean()
+            total = self.ce_weight * base_loss
         else:
-            base_loss = F.cross_entropy(new_logits, labels)
+            per_sample_ce = F.cross_entropy(new_logits, labels, reduction="none")
+            base_loss = per_sample_ce.mean()
+            if known_label is None or self.unknown_class_ce_bonus == 0:
+                total = self.ce_weight * base_loss
+            else:
+                ce_weights = self.ce_weight + self.unknown_class_ce_bonus * (~known_label)
+                total = (ce_weights * per_sample_ce).mean()
         parts = {"cross_entropy": base_loss.detach()}
-        total = self.ce_weight * base_loss
         teacher = teacher_logits.detach() if teacher_logits is not None else None
         inputs: dict[str, torch.Tensor | None] = {
             "new_logits": new_logits,
@@ -227,8 +250,8 @@ class CompatibilityLoss(nn.Module):
             per_sample = function(**arguments, **term.options)
             focus_teacher = teacher if teacher is not None else new_logits.detach()
             if teacher is not None and class_mask is not None:
-                # the old model's answer is among the classes it knows (the label map fills
-                # the others with 0, which must not win the argmax)
+                # the old model's answer is among the classes it knows, whatever teacher
+                # logits a caller put in the other columns
                 focus_teacher = teacher.masked_fill(~class_mask, float("-inf"))
             weights = focus_weights(
                 term.focus,
@@ -240,6 +263,8 @@ class CompatibilityLoss(nn.Module):
                 sample_weights,
                 self.multilabel,
             )
+            if known_label is not None and "teacher_logits" in needs:
+                weights = weights * known_label  # the teacher has no say on its unknown classes
             if per_sample.shape != (size,) or weights.shape != (size,):
                 raise MismatchError(
                     f"Term {term.kind!r} gave losses {tuple(per_sample.shape)} and weights "
@@ -250,3 +275,21 @@ class CompatibilityLoss(nn.Module):
             total = total + (term.weight if term.weight is not None else term.mix) * value
         parts["total"] = total.detach()
         return total, parts
+
+    def _known_labels(
+        self, labels: torch.Tensor, class_mask: torch.Tensor | None, classes: int
+    ) -> torch.Tensor | None:
+        """k_i = 1[y_i is a class the teacher knows] [N], or None when it knows them all."""
+        if class_mask is None:
+            return None
+        if class_mask.shape != (classes,) or class_mask.dtype != torch.bool:
+            raise MismatchError(
+                f"class_mask must be a bool tensor of shape ({classes},); got "
+                f"{class_mask.dtype} {tuple(class_mask.shape)}."
+            )
+        if self.multilabel:
+            raise InputError(
+                "class_mask applies to softmax terms; binary (sigmoid) terms have no "
+                "teacher-unknown classes to leave out."
+            )
+        return class_mask.to(labels.device)[labels]

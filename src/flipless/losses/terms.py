@@ -1,9 +1,20 @@
 """Per-sample compatibility terms: each maps (new logits, teacher logits, labels) to a loss [N].
 
 Notation (METHODS.md §2): z_n, z_o ∈ R^C the new and the teacher's logits of a sample,
-p^T(z) = softmax(z / T). ``class_mask`` (bool [C]) restricts a term to the classes the teacher
-knows (an old model trained before classes were added); the softmax is then taken over those
-classes only.
+p^T(z) = softmax(z / T). ``class_mask`` (bool [C]) restricts a term to the set O of classes the
+teacher knows (an old model trained before classes were added); the softmax is then taken over
+O only, for the student as for the teacher: the class-incremental distillation of Learning
+without Forgetting (Li & Hoiem, ECCV 2016) and iCaRL (Rebuffi et al., CVPR 2017), in the
+softmax form of End-to-End Incremental Learning (Castro et al., ECCV 2018):
+
+    p̂^T_k(z) = exp(z_k / T) / Σ_{j∈O} exp(z_j / T)   for k ∈ O,
+    ℓ = T² · Σ_{k∈O} p̂^T_k(z_o) [log p̂^T_k(z_o) − log p̂^T_k(z_n)].
+
+p̂ does not change when a constant is added to the old classes' logits and does not depend on
+the new classes' logits at all, so the term only asks the student to rank the old classes as
+the teacher does; how much mass it gives the new classes is left to the labels. (Which samples
+a term sees is the objective's business: :mod:`flipless.losses.objective` leaves out those
+whose label the teacher does not know.)
 
 * :func:`kl_divergence` (focal distillation, FD-KL; Yan et al., CVPR 2021):
   ℓ = T² · Σ_k p^T_k(z_o) [log p^T_k(z_o) − log p^T_k(z_n)], from log-softmax.
@@ -58,7 +69,8 @@ def kl_divergence(
     temperature: float = 1.0,
     class_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """T² · KL(p^T(z_o) ‖ p^T(z_n)) per sample."""
+    """T² · KL(p^T(z_o) ‖ p^T(z_n)) per sample; with ``class_mask``, of the distributions
+    renormalised over the known classes (module docstring)."""
     _check_temperature(temperature)
     new, old = _known(new_logits, teacher_logits, class_mask)
     log_new = F.log_softmax(new / temperature, dim=1)
