@@ -12,7 +12,7 @@ PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check 
 
 $(INSTALLED): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP_INSTALL) -e '.[dev,hf,mlflow,lightning,report,ray,keras]'
+	$(PIP_INSTALL) -e '.[dev,hf,mlflow,lightning,report,ray,keras,s3]'
 	touch $(INSTALLED)
 
 demo: $(INSTALLED)

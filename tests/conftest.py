@@ -88,3 +88,44 @@ def tiny_bert() -> Callable[..., object]:
         return transformers.BertForSequenceClassification(config)
 
     return build
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> str:
+    """A real S3 protocol server (moto's server mode) on 127.0.0.1; its endpoint URL.
+
+    For the session, the AWS environment points every S3 client at it (``AWS_ENDPOINT_URL``)
+    with dummy credentials, and ignores the user's AWS files, so no request leaves the machine.
+    """
+    pytest.importorskip("s3fs")
+    server_module = pytest.importorskip("moto.server")
+    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in {
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": "flipless-test",
+            "AWS_SECRET_ACCESS_KEY": "flipless-test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+            "NO_PROXY": "127.0.0.1",
+        }.items():
+            patch.setenv(name, value)
+        patch.delenv("AWS_PROFILE", raising=False)
+        yield endpoint
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server: str) -> str:
+    """A new, empty bucket on the test S3 server, as a URL (``s3://<name>``)."""
+    import uuid
+
+    import s3fs
+
+    name = f"flipless-{uuid.uuid4().hex[:12]}"
+    s3fs.S3FileSystem().mkdir(name)
+    return f"s3://{name}"
