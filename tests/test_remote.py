@@ -13,7 +13,7 @@ from flipless import remote
 from flipless.errors import FileFormatError, InputError, MissingExtraError
 
 
-class Interrupted(Exception):
+class CrashError(Exception):
     """Raised inside a write block to stand for a crash half-way."""
 
 
@@ -72,9 +72,9 @@ def test_names_siblings_and_joins():
 def test_local_atomic_write_keeps_the_old_file_when_interrupted(tmp_path):
     target = tmp_path / "result.json"
     target.write_text("old")
-    with pytest.raises(Interrupted), remote.atomic_write(target, "w") as stream:
+    with pytest.raises(CrashError), remote.atomic_write(target, "w") as stream:
         stream.write("half of the new content")
-        raise Interrupted
+        raise CrashError
     assert target.read_text() == "old"
     assert [path.name for path in tmp_path.iterdir()] == ["result.json"]  # no temporary left
     remote.write_text(f"file://{target}", "new")
@@ -88,7 +88,7 @@ def test_local_write_into_a_missing_folder_says_so(tmp_path):
 
 
 def test_local_reading_errors_are_file_format_errors(tmp_path):
-    with pytest.raises(FileFormatError, match="does not exist.*Check the path"):
+    with pytest.raises(FileFormatError, match=r"does not exist.*Check the path"):
         remote.read_bytes(tmp_path / "missing.csv")
 
 
@@ -108,15 +108,15 @@ def test_memory_round_trip(memory_folder):
 
 def test_memory_interrupted_write_leaves_nothing(memory_folder):
     url = f"{memory_folder}/model.safetensors"
-    with pytest.raises(Interrupted), remote.atomic_write(url) as stream:
+    with pytest.raises(CrashError), remote.atomic_write(url) as stream:
         stream.write(b"x" * 1000)
-        raise Interrupted
+        raise CrashError
     assert not remote.exists(url)
     assert not fsspec.filesystem("memory").exists(memory_folder.split("://", 1)[1])
 
 
 def test_memory_missing_file(memory_folder):
-    with pytest.raises(FileFormatError, match="does not exist.*bucket"):
+    with pytest.raises(FileFormatError, match=r"does not exist.*bucket"):
         remote.read_bytes(f"{memory_folder}/missing.csv")
     with pytest.raises(FileFormatError, match="does not exist"):
         remote.size(f"{memory_folder}/missing.csv")
@@ -155,9 +155,9 @@ def test_s3_round_trip_and_local_copy(s3_bucket):
 def test_s3_interrupted_write_leaves_no_object(s3_bucket):
     url = f"{s3_bucket}/model.safetensors"
     remote.write_bytes(url, b"old")
-    with pytest.raises(Interrupted), remote.atomic_write(url) as stream:
+    with pytest.raises(CrashError), remote.atomic_write(url) as stream:
         stream.write(b"new" * 100_000)
-        raise Interrupted
+        raise CrashError
     assert remote.read_bytes(url) == b"old"
     fresh = f"{s3_bucket}/fresh.safetensors"
     with pytest.raises(KeyboardInterrupt), remote.atomic_local_file(fresh) as local:
@@ -172,10 +172,11 @@ def test_s3_interrupted_write_leaves_no_object(s3_bucket):
 
 
 def test_s3_missing_object_and_bucket(s3_bucket):
-    with pytest.raises(FileFormatError, match="missing.csv: it does not exist"):
+    with pytest.raises(FileFormatError, match=r"missing\.csv: it does not exist"):
         remote.read_bytes(f"{s3_bucket}/missing.csv")
-    with pytest.raises(FileFormatError, match="does not exist"), remote.local_copy(
-        f"{s3_bucket}/missing.safetensors"
+    with (
+        pytest.raises(FileFormatError, match="does not exist"),
+        remote.local_copy(f"{s3_bucket}/missing.safetensors"),
     ):
         pass
     no_bucket = f"s3://flipless-no-such-bucket-{uuid.uuid4().hex[:8]}"
