@@ -1,14 +1,17 @@
 """The model registry: build a model by name with checked settings.
 
-=============  ===============================================================================
-name           model
-=============  ===============================================================================
-``mlp``        :class:`~flipless.models.vision.MLP`: flatten, then Linear-ReLU(-Dropout) layers
-``cnn``        :class:`~flipless.models.vision.SmallCNN`: two conv-BN-ReLU-maxpool blocks
-``resnet``     :class:`~flipless.models.vision.ResNet`: a small ResNet (stages, widths, stem)
-``resnet18``   :class:`~flipless.models.vision.ResNet18`: CIFAR-style ResNet-18 (He et al., 2016)
-``text``       :func:`flipless.models.text.pretrained_text_classifier` (extra ``[hf]``)
-=============  ===============================================================================
+================  ==============================================================================
+name              model
+================  ==============================================================================
+``mlp``           :class:`~flipless.models.vision.MLP`: flatten, then Linear-ReLU(-Dropout) layers
+``cnn``           :class:`~flipless.models.vision.SmallCNN`: two conv-BN-ReLU-maxpool blocks
+``resnet``        :class:`~flipless.models.vision.ResNet`: a small ResNet (stages, widths, stem)
+``resnet18``      :class:`~flipless.models.vision.ResNet18`: CIFAR ResNet-18 (He et al., 2016)
+``text``          :func:`flipless.models.text.pretrained_text_classifier` (extra ``[hf]``)
+``hf``            :func:`flipless.models.hf.hf_classifier`: a local HF text or image classifier
+``encoder-head``  :class:`flipless.models.encoder_head.EncoderHead`: frozen encoder, MLP head
+``target``        :func:`flipless.models.user.target_model`: ``package.module:function``
+================  ==============================================================================
 
 A user's own model class joins with ``@register_model("name")``; configs may also name any
 importable factory as ``target = "package.module:function"``.
@@ -36,6 +39,9 @@ _LAZY_MODELS = {
     "resnet": "flipless.models.vision",
     "resnet18": "flipless.models.vision",
     "text": "flipless.models.text",
+    "hf": "flipless.models.hf",
+    "encoder-head": "flipless.models.encoder_head",
+    "target": "flipless.models.user",
 }
 
 Factory = TypeVar("Factory", bound=Callable[..., nn.Module])

@@ -55,7 +55,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flipless.errors import FileFormatError, InputError
+from flipless.data.feature_cache import path_sha256
+from flipless.errors import InputError
+from flipless.models.sources import OLD_SEED_OFFSET
 from flipless.train.config import RunConfig, parse_config, read_document
 
 CROSS_ENTROPY = "cross-entropy"
@@ -234,6 +236,11 @@ class SweepConfig:
             raise InputError(f"sweep.seeds={self.seeds!r}; expected a list of integers ≥ 0.")
         if len(set(seeds)) != len(seeds):
             raise InputError(f"sweep.seeds={list(seeds)} repeats a seed; list each once.")
+        if max(seeds) >= OLD_SEED_OFFSET:
+            raise InputError(
+                f"sweep.seeds holds {max(seeds)}; seeds lie in [0, 2³¹), below the seeds of old "
+                "models trained by flipless (seed + 2³¹), so a new model never starts as the old."
+            )
         object.__setattr__(self, "seeds", seeds)
         object.__setattr__(self, "store", str(check_store_path(self.store)))
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
@@ -278,7 +285,8 @@ def base_fingerprint(base: RunConfig) -> tuple[str, dict[str, Any]]:
 
     Left out: ``output_dir``, ``tracking``, ``train.progress`` and ``train.device`` (where
     and how a run is shown or placed, not what it computes). A given old checkpoint enters by
-    the SHA-256 of its file, so replacing the file under the same name is noticed.
+    the SHA-256 of its file (or of a Hugging Face folder's files), so replacing it under the
+    same name is noticed.
     """
     settings = base.to_dict()
     for key in ("output_dir", "tracking"):
@@ -286,20 +294,8 @@ def base_fingerprint(base: RunConfig) -> tuple[str, dict[str, Any]]:
     for key in ("progress", "device"):
         settings["train"].pop(key)
     if base.old.checkpoint is not None:
-        settings["old"]["checkpoint"] = {"sha256": file_sha256(base.old.checkpoint)}
+        settings["old"]["checkpoint"] = {"sha256": path_sha256(base.old.checkpoint)}
     return _digest(settings), settings
-
-
-def file_sha256(path: str | Path) -> str:
-    """The SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    except OSError as error:
-        raise FileFormatError(f"cannot read {path}: {error}.") from error
-    return digest.hexdigest()
 
 
 def _digest(value: Any) -> str:

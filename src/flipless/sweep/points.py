@@ -1,9 +1,10 @@
 """Running one point of a sweep, in whichever process: train or interpolate, measure, record.
 
-A loss point trains a new model from scratch with the point's objective against the sweep's
-old model, exactly as :mod:`flipless.train.recipe` does (same scenario, teacher, optimizer and
-kept-epoch rule), except that the new model's initialisation is seeded with the point's seed
-(the recipe seeds it with ``config.seed``, which here fixes the data split for every point).
+A loss point trains a new model with the point's objective against the sweep's old model,
+exactly as :mod:`flipless.train.recipe` does (same scenario, teacher, optimizer and kept-epoch
+rule; from scratch, or from the old model's weights with ``model.init = "old"``), except that
+the new model's initialisation and batch order are seeded with the point's seed (the recipe
+seeds them with ``config.seed``, which here fixes the data split for every point).
 An interpolation point loads its seed's cross-entropy model and the old one and builds
 θ(α) = α θ_old + (1 − α) θ_ce (Fisher-weighted for ``fisher-bcwi``, with the old model's
 diagonal Fisher on its own training split; Schumann et al., 2023).
@@ -35,7 +36,7 @@ from flipless.data.scenario import UpdateScenario
 from flipless.inference.predict import predicted_classes
 from flipless.metrics.comparison import Comparison, compare
 from flipless.models.files import load_model, save_model
-from flipless.models.registry import build_model
+from flipless.models.sources import OldModel, build_new_model, load_old_model
 from flipless.sweep.grid import SweepPoint
 from flipless.sweep.store import RECORD_SCHEMA, to_json_value
 from flipless.sweep.workspace import log_event, utc_now
@@ -45,7 +46,6 @@ from flipless.train.recipe import (
     build_objective,
     build_teacher,
     load_scenario,
-    model_settings,
     optimizer_factory,
 )
 
@@ -119,12 +119,13 @@ def measure(
     }
 
 
-def _train(task: PointTask, scenario: UpdateScenario, old: nn.Module, out: Path) -> nn.Module:
+def _train(task: PointTask, scenario: UpdateScenario, old_source: OldModel, out: Path) -> nn.Module:
     config = task.config
+    old = old_source.model
     objective = build_objective(config, old)
     teacher = build_teacher(config, old, scenario, out) if objective is not None else None
     torch.manual_seed(task.point.seed)
-    new = build_model(config.model.name, **model_settings(config, scenario.new_train))
+    new = build_new_model(config.model, scenario.new_train, old, old_source.class_names)
     result = fit(
         new,
         scenario.new_train,
@@ -177,9 +178,10 @@ def run_point(task: PointTask) -> dict[str, Any]:
         }
     (out / "config.json").write_text(json.dumps(settings, indent=2, default=str) + "\n")
     scenario = load_scenario(config)
-    old = load_model(config.old.checkpoint)
+    old_source = load_old_model(config.old)
+    old = old_source.model
     trained = point.kind == "loss"
-    model = _train(task, scenario, old, out) if trained else _interpolate(task, old)
+    model = _train(task, scenario, old_source, out) if trained else _interpolate(task, old)
     save_model(model, out / "model.safetensors", {"role": "new", "point_id": point.point_id})
     comparisons = measure(old, model, scenario, point.seed, config.train.eval_batch_size)
     comparisons["test"].to_json(str(out / "test_comparison.json"))

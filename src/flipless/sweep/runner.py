@@ -205,16 +205,22 @@ def prepare_old_model(config: SweepConfig, quiet: bool) -> tuple[Path, Path | No
 
 
 def _prepare_old_model(config: SweepConfig, quiet: bool) -> tuple[Path, Path | None]:
-    from flipless.models.files import load_model, read_model_info
+    from flipless.models.files import load_model, read_model_info, save_model
+    from flipless.models.sources import load_old_model
     from flipless.train.recipe import load_scenario, prepare_old_model
 
     base, folder = config.base, config.folder
     scenario = None
-    if base.old.checkpoint is not None:
+    old_path = folder / OLD_MODEL
+    if base.old.checkpoint is not None and Path(base.old.checkpoint).is_file():
         old_path = Path(base.old.checkpoint)
         read_model_info(old_path)  # a flipless model file, or a FileFormatError now
+    elif base.old.train_epochs is None:
+        if not old_path.exists():  # a HF folder or a target: stored once as a flipless file
+            loaded = load_old_model(base.old)
+            names = {} if loaded.class_names is None else {"class_names": list(loaded.class_names)}
+            save_model(loaded.model, old_path, {"role": "old", **names})
     else:
-        old_path = folder / OLD_MODEL
         if not old_path.exists():
             scenario = load_scenario(base)
             progress = "none" if quiet else base.train.progress

@@ -11,10 +11,12 @@ Example (TOML; the YAML form has the same keys)::
 
     [model]                # the new model: a name from the model registry and its settings;
     name = "mlp"           # in_features / in_channels / image_size / num_classes come from
-    hidden = [128]         # the data when not given
+    hidden = [128]         # the data when not given (see flipless.models.sources.ModelConfig:
+    # init = "old"         # path, target + args, init = "scratch" | "old")
 
     [old]
-    checkpoint = "old.safetensors"   # a flipless model file (save_model); or instead
+    checkpoint = "old.safetensors"   # a flipless model file (save_model) or a HF folder; or
+    # target = "pkg.mod:make_old"    # a user's function returning it; or instead
     # train_epochs = 20              # train the old model on the scenario's old split first
 
     [loss]
@@ -48,7 +50,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
-from flipless.errors import FileFormatError, InputError
+from flipless.errors import FileFormatError, InputError, MissingFileError
+from flipless.models.sources import ModelConfig, OldConfig
 from flipless.train.settings import TrainSettings
 
 DATA_SETS = ("digits", "fashion-mnist", "cifar10", "massive", "banking77", "image-folder")
@@ -64,18 +67,6 @@ class DataConfig:
     old_classes: list[str] | None = None
     validation_fraction: float = 0.2
     image_size: int | None = None
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    name: str = "mlp"
-    settings: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class OldConfig:
-    checkpoint: str | None = None
-    train_epochs: int | None = None
 
 
 @dataclass(frozen=True)
@@ -243,13 +234,13 @@ def _check_choices(config: RunConfig) -> None:
                 f"loss.preset: {config.loss.preset!r}; expected 'cross-entropy' or one of "
                 f"{sorted(PRESETS)}."
             )
-    if config.old.checkpoint is None and config.old.train_epochs is None:
+    old = config.old
+    if old.checkpoint is None and old.target is None and old.train_epochs is None:
         raise InputError(
             "old: the update is measured against the old model: set old.checkpoint (a flipless "
-            "model file) or old.train_epochs (train it on the scenario's old split)."
+            "model file or a Hugging Face folder), old.target ('package.module:function') or "
+            "old.train_epochs (train it on the scenario's old split)."
         )
-    if config.old.checkpoint is not None and config.old.train_epochs is not None:
-        raise InputError("old: give either checkpoint or train_epochs, not both.")
 
 
 def _resolve_paths(config: RunConfig, base: Path) -> RunConfig:
@@ -260,6 +251,7 @@ def _resolve_paths(config: RunConfig, base: Path) -> RunConfig:
         config,
         output_dir=resolve(config.output_dir),
         data=dataclasses.replace(config.data, path=resolve(config.data.path)),
+        model=dataclasses.replace(config.model, path=resolve(config.model.path)),
         old=dataclasses.replace(config.old, checkpoint=resolve(config.old.checkpoint)),
     )
 
@@ -268,7 +260,7 @@ def read_document(path: str | Path) -> Any:
     """The parsed content of a ``.toml``, ``.yaml``/``.yml`` or ``.json`` file."""
     path = Path(path)
     if not path.is_file():
-        raise FileFormatError(f"no config file at {path}.")
+        raise MissingFileError(f"no config file at {path}.")
     text = path.read_text(encoding="utf-8")
     try:
         if path.suffix == ".toml":

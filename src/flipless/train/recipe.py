@@ -12,13 +12,13 @@ loop's checkpoints), ``model.safetensors`` (the kept new model), ``test_comparis
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -28,8 +28,8 @@ from flipless.data.scenario import UpdateScenario, make_update_scenario, massive
 from flipless.errors import InputError
 from flipless.inference.predict import predicted_classes
 from flipless.metrics.comparison import Comparison, compare
-from flipless.models.files import load_model, save_model
-from flipless.models.registry import build_model
+from flipless.models.files import save_model
+from flipless.models.sources import OldModel, build_new_model, load_old_model, old_model_seed
 from flipless.train.config import RunConfig
 from flipless.train.loop import fit
 from flipless.train.records import FitResult
@@ -69,20 +69,6 @@ def load_scenario(config: RunConfig) -> UpdateScenario:
     )
 
 
-def model_settings(config: RunConfig, sample: LabeledData) -> dict[str, Any]:
-    """The model's settings, with sizes the data decides filled in when not given."""
-    settings = dict(config.model.settings)
-    settings.setdefault("num_classes", sample.num_classes)
-    if isinstance(sample.inputs, torch.Tensor):
-        shape = tuple(sample.inputs.shape[1:])
-        if config.model.name == "mlp":
-            settings.setdefault("in_features", int(np.prod(shape)))
-        elif config.model.name in ("cnn", "resnet", "resnet18"):
-            settings.setdefault("in_channels", shape[0])
-            settings.setdefault("image_size", list(shape[1:]) if shape[1] != shape[2] else shape[1])
-    return settings
-
-
 def optimizer_factory(config: RunConfig):
     """``make(parameters) -> torch.optim.Optimizer`` as the config's optimizer section says."""
     settings = config.optimizer
@@ -101,20 +87,23 @@ def optimizer_factory(config: RunConfig):
     return make
 
 
-def prepare_old_model(config: RunConfig, scenario: UpdateScenario, out: Path) -> nn.Module:
-    """The old model: loaded from ``old.checkpoint``, or trained on the scenario's old split
-    (and saved as ``out/old.safetensors``); in eval mode."""
-    if config.old.checkpoint is not None:
-        return load_model(config.old.checkpoint)
-    torch.manual_seed(config.seed + 1)
-    model = build_model(config.model.name, **model_settings(config, scenario.old_train))
+def prepare_old_model(config: RunConfig, scenario: UpdateScenario, out: Path) -> OldModel:
+    """The old model: loaded from ``old.checkpoint`` / ``old.target``, or trained on the
+    scenario's old split (the ``[model]`` architecture from scratch, seeded with
+    :func:`~flipless.models.sources.old_model_seed`, and saved with its class names as
+    ``out/old.safetensors``); in eval mode."""
+    if config.old.train_epochs is None:
+        return load_old_model(config.old)
+    seed = old_model_seed(config.seed)
+    torch.manual_seed(seed)
+    model = build_new_model(dataclasses.replace(config.model, init="scratch"), scenario.old_train)
     settings = TrainSettings(
         **{
             **config.train.__dict__,
             "epochs": config.old.train_epochs,
             "select": "accuracy",
             "checkpoint_every": 0,
-            "seed": config.seed + 1,
+            "seed": seed,
         }
     )
     old = fit(
@@ -125,8 +114,10 @@ def prepare_old_model(config: RunConfig, scenario: UpdateScenario, out: Path) ->
         settings=settings,
         output_dir=out / "old",
     ).model
-    save_model(old, out / "old.safetensors", {"role": "old", "train_size": len(scenario.old_train)})
-    return old.eval()
+    class_names = list(scenario.class_names)
+    metadata = {"role": "old", "train_size": len(scenario.old_train), "class_names": class_names}
+    save_model(old, out / "old.safetensors", metadata)
+    return OldModel(old.eval(), tuple(class_names))
 
 
 def build_teacher(config: RunConfig, old: nn.Module, scenario: UpdateScenario, out: Path) -> Any:
@@ -173,7 +164,8 @@ def run_config(config: RunConfig) -> RunOutcome:
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2, default=str))
     scenario = load_scenario(config)
-    old = prepare_old_model(config, scenario, out)
+    old_source = prepare_old_model(config, scenario, out)
+    old = old_source.model
     objective = build_objective(config, old)
     teacher = build_teacher(config, old, scenario, out) if objective is not None else None
     tracker = None
@@ -184,7 +176,7 @@ def run_config(config: RunConfig) -> RunOutcome:
             config.tracking.mlflow, config.tracking.experiment, config.tracking.run_name
         )
     torch.manual_seed(config.seed)
-    new = build_model(config.model.name, **model_settings(config, scenario.new_train))
+    new = build_new_model(config.model, scenario.new_train, old, old_source.class_names)
     try:
         result = fit(
             new,
@@ -214,7 +206,11 @@ def run_config(config: RunConfig) -> RunOutcome:
         raise
     if tracker is not None:
         tracker.close()
-    save_model(result.model, out / "model.safetensors", {"role": "new", "rule": result.rule})
+    save_model(
+        result.model,
+        out / "model.safetensors",
+        {"role": "new", "rule": result.rule, "class_names": list(scenario.class_names)},
+    )
     test.to_json(str(out / "test_comparison.json"))
     summary = {
         "scenario": scenario.to_dict(),
