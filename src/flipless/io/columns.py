@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from flipless.errors import FileFormatError
 from flipless.validation import first_few
@@ -49,6 +50,51 @@ class Chosen:
     label: str | None
     prediction: str | None
     scores: str | Sequence[str] | None
+
+
+class FrameColumns:
+    """The columns of a csv or jsonl file read into a DataFrame, named as text."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self._frame = frame.set_axis([str(name) for name in frame.columns], axis=1)
+        self.names: list[str] = list(self._frame.columns)
+        self.rows = int(self._frame.shape[0])
+
+    def values(self, name: str) -> np.ndarray:
+        """One column as a numpy array."""
+        return self._frame[name].to_numpy()
+
+    def frame(self, names: list[str]) -> pd.DataFrame:
+        """Some columns as a DataFrame indexed 0 … N-1."""
+        return self._frame[names].reset_index(drop=True)
+
+
+class ArrowColumns:
+    """The columns of a parquet file read into an Arrow table, named as text.
+
+    Numbers, booleans and text become numpy arrays straight from Arrow (integers without
+    missing values without a copy); other types (dictionaries, lists, dates) and every
+    DataFrame go through pandas, as ``pandas.read_parquet`` would read them.
+    """
+
+    def __init__(self, table: pa.Table) -> None:
+        self._table = table.rename_columns([str(name) for name in table.column_names])
+        self.names: list[str] = list(self._table.column_names)
+        self.rows = int(self._table.num_rows)
+
+    def values(self, name: str) -> np.ndarray:
+        """One column as a numpy array (missing numbers as NaN, missing text as None)."""
+        column = self._table.column(name)
+        kind = column.type
+        if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
+            return column.to_numpy()
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            return column.to_numpy(zero_copy_only=False)
+        return self.frame([name])[name].to_numpy()
+
+    def frame(self, names: list[str]) -> pd.DataFrame:
+        """Some columns as a DataFrame indexed 0 … N-1."""
+        return self._table.select(names).to_pandas()
 
 
 def find(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from os import PathLike
 
@@ -54,11 +55,10 @@ def compare_files(
     joined = join_by_id(
         read_predictions(old_path, **options), read_predictions(new_path, **options), how=how
     )
-    return compare(
+    comparison = compare(
         joined.old,
         joined.new,
         joined.labels,
-        ids=joined.ids,
         class_names=joined.class_names,
         slices=select_columns(joined.slices, slices),
         top_k=top_k,
@@ -66,6 +66,10 @@ def compare_files(
         n_bootstrap=n_bootstrap,
         seed=seed,
     )
+    # The join found the ids unique from their sorted order; compare(ids=...) would check them
+    # again with a hash table, so they are attached to the row outcomes here.
+    comparison.instances = dataclasses.replace(comparison.instances, sample_ids=joined.ids)
+    return comparison
 
 
 def select_columns(frame: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame | None:

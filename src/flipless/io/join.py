@@ -61,6 +61,9 @@ def join_by_id(
     are. Where both files have true labels they must agree; where both have a column of the
     same name (other than the fields above) it must agree too.
 
+    The ids are matched by one sort of each file's ids (:func:`match_ids`): O(N log N), and
+    the old file's columns are used as they are when every old row is kept.
+
     Raises:
         MismatchError: the files hold different ids (exact), no common ids, different labels,
             classes, score widths or slice values.
@@ -68,10 +71,8 @@ def join_by_id(
     """
     if how not in JOIN_MODES:
         raise InputError(f"how={how!r}; expected one of {', '.join(map(repr, JOIN_MODES))}.")
-    for role, table in (("old", old), ("new", new)):
-        _check_unique_ids(table, role)
     old_rows, new_rows = _match_rows(old, new, how)
-    ids = old.ids[old_rows]
+    ids = _rows(old.ids, old_rows)
     declared = _shared_class_names(old, new)
     _check_score_widths(old, new, declared)
 
@@ -90,53 +91,127 @@ def join_by_id(
     class_names = _vocabulary(present, declared, old.scores is not None or new.scores is not None)
     encoded = {what: _indices(values, what, class_names) for what, values in present.items()}
     old_labels, new_labels, old_predicted, new_predicted = (encoded.get(what) for what in fields)
+    kept_old = len(old) if old_rows is None else old_rows.size
     return JoinedPredictions(
         ids=ids,
         labels=_agreed_labels(old, new, old_labels, new_labels, ids, class_names),
-        old=old.scores[old_rows] if old.scores is not None else old_predicted,
-        new=new.scores[new_rows] if new.scores is not None else new_predicted,
+        old=_rows(old.scores, old_rows) if old.scores is not None else old_predicted,
+        new=_rows(new.scores, new_rows) if new.scores is not None else new_predicted,
         class_names=class_names,
         slices=_joined_extra(old, new, old_rows, new_rows, ids),
-        dropped_old=len(old) - old_rows.size,
+        dropped_old=len(old) - kept_old,
         dropped_new=len(new) - new_rows.size,
     )
 
 
-def _rows(values: np.ndarray | None, rows: np.ndarray) -> np.ndarray | None:
-    return None if values is None else values[rows]
+def _rows(values: np.ndarray | None, rows: np.ndarray | None) -> np.ndarray | None:
+    """``values[rows]``; ``values`` itself when ``rows`` is None (every row, in order)."""
+    if values is None or rows is None:
+        return values
+    return values[rows]
 
 
-def _check_unique_ids(table: PredictionTable, role: str) -> None:
-    repeated = pd.unique(table.ids[pd.Series(table.ids).duplicated().to_numpy()])
+@dataclass(frozen=True, eq=False)
+class IdMatch:
+    """Where the ids of two files meet, from one sort of each.
+
+    Attributes:
+        old_rows: rows of the old file whose id is in the new file, in the old file's order;
+            None when that is every old row.
+        new_rows: for each of those, the row of the new file with the same id.
+        only_old, only_new: the ids found in one file only (sorted).
+    """
+
+    old_rows: np.ndarray | None
+    new_rows: np.ndarray
+    only_old: np.ndarray
+    only_new: np.ndarray
+
+
+def sorted_unique(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(order, ids[order], repeated)``: the stable sort of ``ids`` and the ids that occur
+    more than once, found as equal neighbours in sorted order (sorted, each once)."""
+    order = np.argsort(ids, kind="stable")
+    ordered = ids[order]
+    repeated_at = np.flatnonzero(ordered[1:] == ordered[:-1])
+    repeated = ordered[repeated_at]
+    if repeated.size:
+        repeated = repeated[np.r_[True, repeated[1:] != repeated[:-1]]]
+    return order, ordered, repeated
+
+
+def match_ids(
+    old_order: np.ndarray, old_sorted: np.ndarray, new_order: np.ndarray, new_sorted: np.ndarray
+) -> IdMatch:
+    """Match two sets of unique ids, each given as (sort order, sorted ids).
+
+    Where both files hold the same ids, the i-th smallest id is at row ``old_order[i]`` of
+    the old file and ``new_order[i]`` of the new one, so ``new_rows[old_order] = new_order``.
+    Otherwise each sorted old id is looked up in the sorted new ids (binary search).
+    Ids of different kinds (integers in one file, text in the other) never match.
+    """
+    size = old_order.size
+    comparable = (old_sorted.dtype == object) == (new_sorted.dtype == object) and new_sorted.size
+    if (
+        comparable
+        and old_sorted.shape == new_sorted.shape
+        and np.array_equal(old_sorted, new_sorted)
+    ):
+        new_rows = np.empty(size, dtype=np.int64)
+        new_rows[old_order] = new_order
+        return IdMatch(None, new_rows, old_sorted[:0], new_sorted[:0])
+    if comparable:
+        place = np.minimum(np.searchsorted(new_sorted, old_sorted), new_sorted.size - 1)
+        found = new_sorted[place] == old_sorted
+    else:
+        place = np.zeros(size, dtype=np.int64)
+        found = np.zeros(size, dtype=bool)
+    in_new = np.zeros(new_sorted.size, dtype=bool)
+    in_new[place[found]] = True
+    found_by_row = np.empty(size, dtype=bool)
+    found_by_row[old_order] = found
+    new_row_by_row = np.empty(size, dtype=np.int64)
+    new_row_by_row[old_order] = new_order[place]
+    old_rows = np.flatnonzero(found_by_row)
+    return IdMatch(old_rows, new_row_by_row[old_rows], old_sorted[~found], new_sorted[~in_new])
+
+
+def _sorted_ids(table: PredictionTable, role: str) -> tuple[np.ndarray, np.ndarray]:
+    """The sort order and the sorted ids of one file; raises when an id repeats."""
+    order, ordered, repeated = sorted_unique(table.ids)
     if repeated.size:
         raise InputError(
             f"The {role} file {table.source} has {repeated.size} id(s) on more than one row "
             f"({first_few(repeated)}); expected one row per sample. Remove the repeated rows, "
             "or pass id_column= (CLI --id-col) if that column is not the sample id."
         )
+    return order, ordered
 
 
-def _match_rows(old: PredictionTable, new: PredictionTable, how: str) -> tuple[np.ndarray, ...]:
-    """Row numbers in ``old`` and in ``new`` of each shared id, in the old file's order."""
-    new_position = pd.Index(new.ids).get_indexer(old.ids)
-    only_old = old.ids[new_position < 0]
-    only_new = new.ids[pd.Index(old.ids).get_indexer(new.ids) < 0]
-    old_rows = np.flatnonzero(new_position >= 0)
-    if old_rows.size == 0:
+def _match_rows(
+    old: PredictionTable, new: PredictionTable, how: str
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """Row numbers in ``old`` (None: all, in order) and in ``new`` of each shared id."""
+    old_order, old_sorted = _sorted_ids(old, "old")
+    new_order, new_sorted = _sorted_ids(new, "new")
+    match = match_ids(old_order, old_sorted, new_order, new_sorted)
+    del old_order, old_sorted, new_order, new_sorted
+    if match.new_rows.size == 0:
         raise MismatchError(
             f"The old file {old.source} and the new file {new.source} share no ids (old: "
             f"{first_few(old.ids)}; new: {first_few(new.ids)}); expected predictions of the "
             "same samples. Check that both files use the same ids (pass id_column= / CLI "
             "--id-col if the wrong column was taken)."
         )
-    if how == "exact" and (only_old.size or only_new.size):
+    if how == "exact" and (match.only_old.size or match.only_new.size):
         raise MismatchError(
-            f"The files hold different ids: {only_old.size} only in the old file {old.source}"
-            f"{_shown(only_old)} and {only_new.size} only in the new file {new.source}"
-            f"{_shown(only_new)}; expected the same samples in both. Pass how='inner' (CLI "
-            f"--inner-join) to compare the {old_rows.size} ids they share."
+            f"The files hold different ids: {match.only_old.size} only in the old file "
+            f"{old.source}{_shown(match.only_old)} and {match.only_new.size} only in the new "
+            f"file {new.source}{_shown(match.only_new)}; expected the same samples in both. "
+            f"Pass how='inner' (CLI --inner-join) to compare the {match.new_rows.size} ids "
+            "they share."
         )
-    return old_rows, new_position[old_rows]
+    return match.old_rows, match.new_rows
 
 
 def _shown(ids: np.ndarray) -> str:
@@ -271,12 +346,13 @@ def _named(indices: np.ndarray, class_names: tuple[str, ...] | None) -> str:
 def _joined_extra(
     old: PredictionTable,
     new: PredictionTable,
-    old_rows: np.ndarray,
+    old_rows: np.ndarray | None,
     new_rows: np.ndarray,
     ids: np.ndarray,
 ) -> pd.DataFrame:
     """The other columns of both files, joined; a column in both must agree."""
-    frame = old.extra.iloc[old_rows].reset_index(drop=True)
+    frame = old.extra if old_rows is None else old.extra.iloc[old_rows]
+    frame = frame.reset_index(drop=True)
     other = new.extra.iloc[new_rows].reset_index(drop=True)
     for column in other.columns:
         if column not in frame.columns:
