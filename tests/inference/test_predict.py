@@ -12,7 +12,13 @@ from torch import nn
 from flipless import compare
 from flipless.data.labeled import LabeledData
 from flipless.errors import InputError, MismatchError
-from flipless.inference import predict, predicted_classes, resolve_device, softmax
+from flipless.inference import (
+    in_data_order,
+    predict,
+    predicted_classes,
+    resolve_device,
+    softmax,
+)
 from flipless.io import compare_files, write_predictions
 
 WEIGHT = np.array([[1.0, -2.0], [0.5, 0.25], [-1.0, 3.0]])
@@ -176,3 +182,17 @@ def test_prediction_files_compare_exactly_as_the_arrays_do(tmp_path) -> None:
 
     assert from_files.to_dict() == in_memory.to_dict()
     assert from_files.negative_flips + from_files.positive_flips > 0  # the models differ
+
+
+def test_the_logit_columns_follow_the_data_classes_by_name() -> None:
+    predictions = predict(linear_model(), data())  # model rows: by hand [-2.9, 0.8, 5.3], …
+
+    reordered = in_data_order(predictions, ["c", "a", "b"])  # the model's rows are c, a, b
+
+    # data class a is the model's row 1, b its row 2, c its row 0
+    np.testing.assert_array_equal(reordered.logits, predictions.logits[:, [1, 2, 0]])
+    assert reordered.logits[0].tolist() == pytest.approx([0.8, 5.3, -2.9], abs=1e-12)
+    assert in_data_order(predictions, None) is predictions
+    assert in_data_order(predictions, ("a", "b", "c")) is predictions
+    with pytest.raises(MismatchError, match=r"1 only in the model \('z'\) and 1 only in the data"):
+        in_data_order(predictions, ["a", "b", "z"])

@@ -10,10 +10,19 @@
 from flipless.inference.predict import (
     DEVICES,
     Predictions,
+    in_data_order,
     predict,
     predicted_classes,
     resolve_device,
     softmax,
 )
 
-__all__ = ["DEVICES", "Predictions", "predict", "predicted_classes", "resolve_device", "softmax"]
+__all__ = [
+    "DEVICES",
+    "Predictions",
+    "in_data_order",
+    "predict",
+    "predicted_classes",
+    "resolve_device",
+    "softmax",
+]

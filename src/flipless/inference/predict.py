@@ -10,7 +10,8 @@ the softmax ``p_c = exp(z_c − max z) / Σ_k exp(z_k − max z)`` computed in f
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +21,7 @@ from torch import nn
 from flipless.data.labeled import LabeledData
 from flipless.errors import InputError, MismatchError
 from flipless.models.base import positive_int
+from flipless.validation import first_few
 
 #: The names :func:`resolve_device` accepts (besides a ``torch.device`` or ``"cuda:N"``).
 DEVICES = ("cpu", "cuda", "auto")
@@ -142,9 +144,8 @@ def predict(
     if width != data.num_classes:
         raise MismatchError(
             f"the model gives {width} logits per sample but {data.name} has "
-            f"{data.num_classes} classes ({', '.join(data.class_names[:5])}"
-            f"{', …' if data.num_classes > 5 else ''}); expected a model trained on the same "
-            "label space. Check that the model and the data belong together."
+            f"{data.num_classes} classes ({first_few(data.class_names)}); expected a model "
+            "trained on the same label space. Check that the model and the data belong together."
         )
     return Predictions(
         ids=data.ids.numpy().copy(),
@@ -179,6 +180,34 @@ def _batch_logits(
     if output.dtype not in (torch.float32, torch.float64):  # half precision, bfloat16
         output = output.float()
     return output.numpy()
+
+
+def in_data_order(predictions: Predictions, model_classes: Sequence[str] | None) -> Predictions:
+    """The logits with their columns put in the data's class order, by class name.
+
+    ``model_classes`` names the model's output rows (as its checkpoint or Hugging Face folder
+    records them); None means they are the data's classes in the data's order. When the model
+    names the same classes in another order, column ``k`` of the result is the model's output
+    for ``predictions.class_names[k]``, so two models' files share one class order.
+
+    Raises:
+        MismatchError: the model and the data name different classes.
+    """
+    if model_classes is None or tuple(model_classes) == predictions.class_names:
+        return predictions
+    model_classes = tuple(str(name) for name in model_classes)
+    data_classes = predictions.class_names
+    only_model = [name for name in model_classes if name not in data_classes]
+    only_data = [name for name in data_classes if name not in model_classes]
+    if only_model or only_data or len(model_classes) != len(data_classes):
+        raise MismatchError(
+            f"the model's classes are not the data's: {len(only_model)} only in the model "
+            f"({first_few(only_model)}) and {len(only_data)} only in the data "
+            f"({first_few(only_data)}); expected the same class names. Check that the model "
+            "and the data belong together, or name the data's classes (classes = [...])."
+        )
+    columns = [model_classes.index(name) for name in data_classes]
+    return dataclasses.replace(predictions, logits=predictions.logits[:, columns])
 
 
 def predicted_classes(model: nn.Module, data: LabeledData, batch_size: int = 512) -> np.ndarray:
