@@ -21,6 +21,7 @@ import numpy as np
 from flipless.data.labeled import LabeledData, check_fraction, stratified_split
 from flipless.data.loaders import load_massive
 from flipless.errors import InputError, MismatchError
+from flipless.metrics.restriction import old_class_indices
 from flipless.validation import first_few
 
 SPLIT_FIELDS = ("old_train", "new_train", "validation", "test")
@@ -223,33 +224,7 @@ def massive_update_scenario(root: str | Path) -> UpdateScenario:
 
 def _class_indices(classes: Any, class_names: tuple[str, ...]) -> tuple[int, ...]:
     """Class indices or names → sorted unique indices, each in [0, len(class_names))."""
-    if isinstance(classes, (str, bytes)) or not isinstance(classes, (Sequence, range)):
-        raise InputError(
-            f"old_classes={classes!r}; expected a sequence of class indices or class names."
-        )
-    index_of = {name: index for index, name in enumerate(class_names)}
-    indices = []
-    for item in classes:
-        if isinstance(item, str):
-            if item not in index_of:
-                raise InputError(
-                    f"old_classes names {item!r}, which is not a class; expected one of "
-                    f"{first_few(list(class_names))}."
-                )
-            indices.append(index_of[item])
-        elif isinstance(item, (int, np.integer)) and not isinstance(item, bool):
-            if not 0 <= item < len(class_names):
-                raise InputError(
-                    f"old_classes holds {item}; expected class indices in [0, {len(class_names)})."
-                )
-            indices.append(int(item))
-        else:
-            raise InputError(f"old_classes holds {item!r}; expected a class index or name.")
-    if not indices:
-        raise InputError("old_classes is empty; expected at least one class the old model knows.")
-    if len(set(indices)) != len(indices):
-        raise InputError(f"old_classes={list(classes)!r} repeats a class; list each once.")
-    return tuple(sorted(indices))
+    return old_class_indices(classes, len(class_names), class_names)
 
 
 def _check_same_classes(

@@ -26,6 +26,7 @@ from flipless.metrics.outcomes import (
 )
 from flipless.metrics.outputs import correctness, read_outputs
 from flipless.metrics.parts import Instances, SliceTable
+from flipless.metrics.restriction import OldClassRestriction, restrict_to_old_classes
 from flipless.metrics.schema import comparison_from_dict, comparison_to_dict, read_json, write_json
 from flipless.metrics.significance import Significance, significance
 from flipless.validation import check_same_length, first_few, to_group_labels
@@ -78,6 +79,8 @@ class Comparison:
         slices: outcome counts per group, for each slice column.
         instances: per-sample outcomes, when kept.
         confidence, n_bootstrap, seed: settings of :attr:`significance`.
+        restriction: when the counts cover only the examples whose label the old model knew
+            (``compare(..., old_classes=...)``): which classes, and how many were left out.
 
     The counts' rates are available directly: ``comparison.negative_flip_rate``,
     ``comparison.backward_trust_compatibility``, ``comparison.rate("...")`` (with the reason
@@ -98,6 +101,7 @@ class Comparison:
         confidence: float = 0.95,
         n_bootstrap: int = 2000,
         seed: int = 0,
+        restriction: OldClassRestriction | None = None,
     ) -> None:
         k = class_outcomes.shape[0]
         if class_outcomes.ndim != 2 or class_outcomes.shape[1] != NUM_OUTCOMES:
@@ -123,6 +127,7 @@ class Comparison:
         self.confidence = confidence
         self.n_bootstrap = n_bootstrap
         self.seed = seed
+        self.restriction = restriction
 
     @property
     def flip_matrix(self) -> np.ndarray:
@@ -349,6 +354,7 @@ def compare(
     confidence: float = 0.95,
     n_bootstrap: int = 2000,
     seed: int = 0,
+    old_classes: Any = None,
 ) -> Comparison:
     """Compare an old and a new model on the same samples.
 
@@ -363,6 +369,11 @@ def compare(
         top_k: count a model correct when the true class is among its top k scores.
         keep_instances: keep per-sample outcomes (flipped ids, instance tables).
         confidence, n_bootstrap, seed: settings of the bootstrap intervals.
+        old_classes: the classes the old model knows (indices, or names of ``class_names``),
+            when the new model knows more: only the examples whose label is one of them are
+            counted, and the comparison's :attr:`~Comparison.restriction` says how many were
+            left out (:mod:`flipless.metrics.restriction`). Both models' answers stay in the
+            new label space.
 
     Returns:
         A :class:`Comparison`; e.g. ``compare(old, new, y).negative_flip_rate``.
@@ -381,19 +392,28 @@ def compare(
     )
     old_out, new_out = outputs["old"], outputs["new"]
     size = label_array.shape[0]
+    sample_ids = None if ids is None or not keep_instances else _check_ids(ids, size)
+    slice_columns = _slice_columns(slices, size)
+    restriction = None
+    if old_classes is not None:
+        restriction, keep = restrict_to_old_classes(old_classes, label_array, k, names)
+        old_out, new_out = old_out.subset(keep), new_out.subset(keep)
+        label_array = label_array[keep]
+        sample_ids = None if sample_ids is None else sample_ids[keep]
+        slice_columns = {name: values[keep] for name, values in slice_columns.items()}
+        size = label_array.shape[0]
     old_correct = correctness(old_out, label_array, top_k, k)
     new_correct = correctness(new_out, label_array, top_k, k)
     codes, class_outcomes = tally(
         old_out.predicted, new_out.predicted, label_array, k, old_correct, new_correct
     )
     slice_tables = {
-        name: slice_table(name, values, codes)
-        for name, values in _slice_columns(slices, size).items()
+        name: slice_table(name, values, codes) for name, values in slice_columns.items()
     }
     instances = None
     if keep_instances:
         instances = Instances(
-            sample_ids=None if ids is None else _check_ids(ids, size),
+            sample_ids=sample_ids,
             labels=label_array,
             old_pred=old_out.predicted,
             new_pred=new_out.predicted,
@@ -413,4 +433,5 @@ def compare(
         confidence=confidence,
         n_bootstrap=n_bootstrap,
         seed=seed,
+        restriction=restriction,
     )

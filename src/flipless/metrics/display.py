@@ -53,6 +53,15 @@ def summary_table(comparison: Comparison) -> Table:
         return f"[{scale * found.low:.2f}, {scale * found.high:.2f}]{unit}"
 
     table.add_row("samples", f"{counts.total:,}", "", "")
+    restriction = comparison.restriction
+    if restriction is not None:
+        table.add_row(
+            "left out",
+            f"{restriction.excluded:,}",
+            "",
+            f"label not among the old model's {len(restriction.old_classes)} of "
+            f"{restriction.num_classes} classes; rates count the other {restriction.kept:,}",
+        )
     for name in RATE_LABELS:
         rate = counts.rate(name)
         if name == "backward_error_compatibility_bcml":

@@ -33,6 +33,12 @@ class ModelOutputs:
     predicted: np.ndarray
     scores: np.ndarray | None = None
 
+    def subset(self, keep: np.ndarray) -> ModelOutputs:
+        """The outputs of the examples where ``keep`` (bool [N]) is True."""
+        return ModelOutputs(
+            self.predicted[keep], None if self.scores is None else self.scores[keep]
+        )
+
     def top_k_correct(self, labels: np.ndarray, k: int) -> np.ndarray:
         """1[fewer than k classes score strictly higher than the true class], chunked."""
         if self.scores is None:

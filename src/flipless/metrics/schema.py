@@ -19,7 +19,14 @@ Schema ``flipless.comparison`` version 1::
      "class_outcomes": [[8 ints] × K], "flip_matrix": [[K ints] × K],
      "slices": {name: {"groups": [...], "outcomes": [[8 ints] × G]}},
      "instances": {"ids", "labels", "old_pred", "new_pred", "codes",
-                   "old_confidence"?, "new_confidence"?} | null}
+                   "old_confidence"?, "new_confidence"?} | null,
+     "restriction"?: {"old_classes": [int], "num_classes": K, "excluded": int,
+                      "total": int, "reason": str}}
+
+``restriction`` is present only when the counts cover just the examples whose label the old
+model knew (``compare(..., old_classes=...)``, :mod:`flipless.metrics.restriction`); documents
+without it, written before it existed, read as before, and the key adds nothing an older
+reader would miscount (the counts are those of the examples counted).
 
 NaN is written as ``null`` (JSON has no NaN).
 
@@ -45,6 +52,7 @@ from flipless._version import __version__
 from flipless.errors import FileFormatError, FliplessError
 from flipless.metrics.counts import FlipCounts
 from flipless.metrics.parts import Instances, SliceTable
+from flipless.metrics.restriction import OldClassRestriction
 from flipless.metrics.significance import Significance
 
 SCHEMA = "flipless.comparison"
@@ -62,6 +70,7 @@ class StoredComparison(Protocol):
     confidence: float
     n_bootstrap: int
     seed: int
+    restriction: OldClassRestriction | None
 
     @property
     def num_classes(self) -> int: ...
@@ -137,6 +146,8 @@ def comparison_to_dict(comparison: StoredComparison, instances: bool = True) -> 
         for name in ("old_confidence", "new_confidence"):
             if getattr(kept, name) is not None:
                 document["instances"][name] = _array(getattr(kept, name))
+    if comparison.restriction is not None:
+        document["restriction"] = comparison.restriction.to_dict()
     return _clean(document)
 
 
@@ -163,8 +174,10 @@ def comparison_from_dict(document: dict[str, Any], build: Callable[..., Built]) 
     try:
         num_classes = int(document["num_classes"])
         settings = document["settings"]
+        class_outcomes = _counts_table(document["class_outcomes"], 8, "class_outcomes")
+        restriction = document.get("restriction")
         comparison = build(
-            class_outcomes=_counts_table(document["class_outcomes"], 8, "class_outcomes"),
+            class_outcomes=class_outcomes,
             flip_matrix=_counts_table(document["flip_matrix"], num_classes, "flip_matrix"),
             class_names=document.get("class_names"),
             top_k=int(document["top_k"]),
@@ -180,6 +193,9 @@ def comparison_from_dict(document: dict[str, Any], build: Callable[..., Built]) 
             confidence=float(settings["confidence"]),
             n_bootstrap=int(settings["n_bootstrap"]),
             seed=int(settings["seed"]),
+            restriction=None
+            if restriction is None
+            else OldClassRestriction.from_dict(restriction, int(class_outcomes.sum())),
         )
     except (KeyError, TypeError, ValueError) as error:  # InputError is a ValueError
         raise FileFormatError(
