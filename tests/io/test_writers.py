@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -83,7 +84,7 @@ def test_a_crash_while_writing_leaves_the_previous_file_and_no_temporary(
         target.write_text('{"id": 10, "predic')  # half a line, then the process dies
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(writers, "_write_jsonl", crash)
+    monkeypatch.setitem(writers.WRITERS, "jsonl", crash)
     with pytest.raises(KeyboardInterrupt):
         write_predictions(path, IDS, LABELS, overwrite=True)
 
@@ -127,3 +128,19 @@ def test_non_finite_scores_name_the_ids(tmp_path: Path) -> None:
     scores[2, 1] = np.nan
     with pytest.raises(InputError, match=r"1 row\(s\) of scores are NaN or infinite \(ids 7\)"):
         write_predictions(tmp_path / "p.csv", IDS, PREDICTED, scores=scores)
+
+
+def test_a_url_is_written_whole_with_its_sidecar() -> None:
+    fsspec = pytest.importorskip("fsspec")
+    folder = f"memory://writers-{uuid.uuid4().hex}"
+    path = f"{folder}/p.parquet"
+    try:
+        write_predictions(path, IDS, PREDICTED, scores=LOGITS, class_names=NAMES)
+        table = read_predictions(path)
+        assert table.class_names == NAMES and table.predicted.tolist() == PREDICTED.tolist()
+        with pytest.raises(InputError, match="already exist"):
+            write_predictions(path, IDS, PREDICTED)
+        write_predictions(path, IDS, LABELS, overwrite=True)
+        assert read_predictions(path).class_names is None  # the sidecar went with it
+    finally:
+        fsspec.filesystem("memory").rm(folder.split("://")[1], recursive=True)

@@ -21,17 +21,16 @@ like a number ("10") can never be misread, and ``compare`` checks that both file
 same classes in the same order. Scores are written in float64 (a float32 logit converts
 exactly), so a file read back gives the very numbers written.
 
-Nothing is overwritten unless asked (``overwrite=True``), and each file is written to a
-temporary name in the same folder and renamed into place, so a crash leaves either the old file
-or the whole new one, never half of one. The sidecar is renamed into place before the
-predictions, so a prediction file never stands next to a sidecar of other predictions.
+Nothing is overwritten unless asked (``overwrite=True``), and each file is written atomically
+(:func:`flipless.remote.atomic_local_file`: a temporary file renamed into place, or uploaded
+whole to a URL such as ``s3://…``), so a crash leaves either the old file or the whole new one,
+never half of one. The sidecar is published before the predictions, so a prediction file never
+stands next to a sidecar of other predictions.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from os import PathLike
 from pathlib import Path
@@ -42,6 +41,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from flipless import remote
 from flipless.errors import InputError, MismatchError
 from flipless.io.formats import SUFFIXES
 from flipless.validation import first_few
@@ -84,53 +84,63 @@ def write_predictions(
         MismatchError: fields of different lengths, or scores and class names of different
             widths.
     """
-    path = Path(path)
+    path = remote.as_path(path)
     kind = _write_format(path)
     if scores_kind not in SCORE_KINDS:
         raise InputError(
             f"scores_kind={scores_kind!r}; expected one of {', '.join(map(repr, SCORE_KINDS))}."
         )
     fields = _checked_fields(ids, predicted, labels, scores, class_names)
-    sidecar = path.with_name(path.name + ".classes.json")
+    sidecar = remote.sibling(path, remote.name_of(path) + ".classes.json")
     _check_free(path, sidecar, overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(path, Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
     names = None if class_names is None else [str(name) for name in class_names]
     if kind != "npz":
         if names is not None:
-            _atomic_write(sidecar, lambda target: _write_json_list(target, names))
+            remote.write_text(sidecar, json.dumps(names, ensure_ascii=False) + "\n")
+        elif remote.exists(sidecar):  # a stale sidecar would name other classes
+            _remove(sidecar)
+    with remote.atomic_local_file(path) as temporary:
+        if kind == "npz":
+            _write_npz(temporary, fields, scores_kind, names)
         else:
-            sidecar.unlink(missing_ok=True)  # a stale sidecar would name other classes
-    writer = {"csv": _write_csv, "parquet": _write_parquet, "jsonl": _write_jsonl}.get(kind)
-    if writer is None:
-        _atomic_write(path, lambda target: _write_npz(target, fields, scores_kind, names))
-    else:
-        _atomic_write(path, lambda target: writer(target, fields, scores_kind))
+            WRITERS[kind](temporary, fields, scores_kind)
     return path
 
 
-def _write_format(path: Path) -> str:
-    kind = SUFFIXES.get(path.suffix.lower())
+def _write_format(path: str | Path) -> str:
+    suffix = remote.suffix_of(path)
+    kind = SUFFIXES.get(suffix.lower())
     if kind not in WRITE_FORMATS:
         suffixes = [suffix for suffix, name in SUFFIXES.items() if name in WRITE_FORMATS]
         raise InputError(
-            f"{path} has the suffix {path.suffix or '(none)'!r}; predictions are written as "
+            f"{path} has the suffix {suffix or '(none)'!r}; predictions are written as "
             f"{', '.join(suffixes)}. Name the output file with one of them."
         )
     return kind
 
 
-def _check_free(path: Path, sidecar: Path, overwrite: bool) -> None:
-    if path.is_dir():
+def _check_free(path: str | Path, sidecar: str | Path, overwrite: bool) -> None:
+    if remote.is_dir(path):
         raise InputError(f"{path} is a folder; expected the path of a prediction file to write.")
     if overwrite:
         return
-    existing = [str(p) for p in (path, sidecar) if p.exists()]
+    existing = [str(p) for p in (path, sidecar) if remote.exists(p)]
     if existing:
         raise InputError(
             f"{' and '.join(existing)} already exist(s); flipless does not overwrite "
             "predictions silently. Pass overwrite=True (CLI --overwrite) to replace them, or "
             "choose another output path."
         )
+
+
+def _remove(path: str | Path) -> None:
+    if isinstance(path, Path):
+        path.unlink(missing_ok=True)
+    else:
+        fs, inner = remote.filesystem(path)
+        fs.rm(inner)
 
 
 def _checked_fields(
@@ -217,22 +227,6 @@ def _scores(values: Any) -> np.ndarray:
 
 
 # Writing ---------------------------------------------------------------------------------------
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """``write`` into a temporary file beside ``path``, then rename it over ``path``."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        write(Path(temporary))
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _write_json_list(target: Path, names: list[str]) -> None:
-    target.write_text(json.dumps(names, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
 def _columns(fields: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """id, label (when known) and prediction, in that order."""
     order = ("id", "label", "prediction")
@@ -272,6 +266,13 @@ def _write_jsonl(target: Path, fields: dict[str, np.ndarray], scores_kind: str) 
             if scores is not None:
                 record[scores_kind] = scores[row]
             stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+WRITERS: dict[str, Callable[[Path, dict[str, np.ndarray], str], None]] = {
+    "csv": _write_csv,
+    "parquet": _write_parquet,
+    "jsonl": _write_jsonl,
+}
 
 
 def _write_npz(
