@@ -55,6 +55,47 @@ def _transformers() -> ModuleType:
     return transformers
 
 
+def tokenize(tokenizer: Any, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
+    """Token ids and attention mask of ``texts``, padded, truncated to ``max_length``."""
+    if isinstance(texts, str) or not all(isinstance(text, str) for text in texts):
+        raise InputError(
+            "texts must be a list of strings (wrap a single text as [text]); got "
+            f"{type(texts).__name__}."
+        )
+    if len(texts) == 0:
+        raise InputError("got an empty list of texts; pass at least one.")
+    encoded = tokenizer(
+        list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+    )
+    return dict(encoded)
+
+
+def text_batch(
+    tokenizer: Any,
+    inputs: Sequence[str] | Mapping[str, Any],
+    max_length: int,
+    device: torch.device,
+) -> dict[str, torch.Tensor]:
+    """A Hugging Face text model's keyword arguments on ``device``: ``inputs`` tokenized
+    (:func:`tokenize`), or an already-tokenized mapping with ``input_ids`` and
+    ``attention_mask`` (and optionally ``token_type_ids``)."""
+    if isinstance(inputs, Mapping):
+        missing = [key for key in ("input_ids", "attention_mask") if key not in inputs]
+        if missing:
+            raise InputError(
+                f"a tokenized batch needs input_ids and attention_mask; it lacks {missing}. "
+                "Pass the tokenizer's full output, or the texts themselves."
+            )
+        batch = {
+            key: inputs[key]
+            for key in ("input_ids", "attention_mask", "token_type_ids")
+            if key in inputs
+        }
+    else:
+        batch = tokenize(tokenizer, inputs, max_length)
+    return {key: torch.as_tensor(value).to(device) for key, value in batch.items()}
+
+
 class TextClassifier(FeatureModel):
     """A Hugging Face encoder, a pooling of its last hidden states, and a linear head.
 
@@ -139,40 +180,11 @@ class TextClassifier(FeatureModel):
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Token ids and attention mask of ``texts``, padded, truncated to ``max_length``."""
-        if isinstance(texts, str) or not all(isinstance(text, str) for text in texts):
-            raise InputError(
-                "texts must be a list of strings (wrap a single text as [text]); got "
-                f"{type(texts).__name__}."
-            )
-        if len(texts) == 0:
-            raise InputError("got an empty list of texts; pass at least one.")
-        encoded = self.tokenizer(
-            list(texts),
-            padding=True,
-            truncation=True,
-            max_length=self.max_length,
-            return_tensors="pt",
-        )
-        return dict(encoded)
+        return tokenize(self.tokenizer, texts, self.max_length)
 
     def _encoder_inputs(self, inputs: Sequence[str] | Mapping[str, Any]) -> dict[str, Any]:
         """The encoder's keyword arguments for texts or a tokenized batch, on the model's device."""
-        if isinstance(inputs, Mapping):
-            missing = [key for key in ("input_ids", "attention_mask") if key not in inputs]
-            if missing:
-                raise InputError(
-                    f"a tokenized batch needs input_ids and attention_mask; it lacks {missing}. "
-                    "Pass the tokenizer's full output, or the texts themselves."
-                )
-            batch = {
-                key: inputs[key]
-                for key in ("input_ids", "attention_mask", "token_type_ids")
-                if key in inputs
-            }
-        else:
-            batch = self.tokenize(inputs)
-        device = self.head.weight.device
-        return {key: torch.as_tensor(value).to(device) for key, value in batch.items()}
+        return text_batch(self.tokenizer, inputs, self.max_length, self.head.weight.device)
 
     def features(self, inputs: Sequence[str] | Mapping[str, Any]) -> torch.Tensor:
         """Pooled last hidden states [N, hidden_size] (see the module docstring)."""
