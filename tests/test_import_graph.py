@@ -30,7 +30,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("losses", "teachers", "merge", "continual", "posthoc", "inference"),  # methods
     ("data", "models"),  # sources
     ("metrics", "retrieval", "io", "gate"),  # measurement
-    ("errors", "validation", "targets", "remote", "kernels", "_version"),  # foundations
+    ("errors", "validation", "targets", "remote", "kernels", "terminal", "_version"),  # foundations
 )
 
 #: Upward imports that stand today, each with why it is not fixed yet. Keep this short.

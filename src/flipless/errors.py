@@ -2,6 +2,12 @@
 
 Every error says three things: what was expected, what came, and how to fix it. The
 command line prints the message (no traceback) and exits with status 2.
+
+Each error is also the built-in exception a Python user would catch for it, so that code
+written without flipless in mind still works: an :class:`InputError` is a ``ValueError``, a
+:class:`FileFormatError` a ``ValueError`` (the content is wrong), a :class:`MissingFileError`
+a ``FileNotFoundError`` (so ``except OSError`` catches it) and a :class:`MissingExtraError`
+an ``ImportError``.
 """
 
 from __future__ import annotations
@@ -19,8 +25,12 @@ class MismatchError(InputError):
     """Two inputs that must agree (old and new, predictions and labels) do not."""
 
 
-class FileFormatError(FliplessError):
+class FileFormatError(FliplessError, ValueError):
     """A file cannot be read: missing, truncated, of the wrong format, or of unexpected content."""
+
+
+class MissingFileError(FileFormatError, FileNotFoundError):
+    """A file or folder that should be read does not exist (also a ``FileNotFoundError``)."""
 
 
 class MissingExtraError(FliplessError, ImportError):

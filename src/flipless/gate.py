@@ -61,7 +61,10 @@ class Verdict:
 
 def _fraction(value: float | None, name: str) -> float | None:
     if value is not None and not 0.0 <= value <= 1.0:
-        raise InputError(f"{name}={value!r}; expected a fraction in [0, 1] (0.02 means 2 %).")
+        raise InputError(
+            f"{name}={value!r} (--{name.replace('_', '-')}); expected a fraction in [0, 1] "
+            "(0.02 means 2 %)."
+        )
     return value
 
 
@@ -90,14 +93,28 @@ def evaluate_gate(
     _fraction(max_class_nfr, "max_class_nfr")
     _fraction(max_slice_nfr, "max_slice_nfr")
     if significance is not None and not 0.0 < significance < 1.0:
-        raise InputError(f"significance={significance!r}; expected a level in (0, 1), e.g. 0.05.")
+        raise InputError(
+            f"significance={significance!r} (--significance); expected a level strictly "
+            "between 0 and 1, e.g. 0.05."
+        )
     if min_accuracy_gain is not None and not -1.0 <= min_accuracy_gain <= 1.0:
         raise InputError(
-            f"min_accuracy_gain={min_accuracy_gain!r}; expected a difference of accuracies in [-1, 1]."
+            f"min_accuracy_gain={min_accuracy_gain!r} (--min-accuracy-gain); expected a "
+            "difference of accuracies in [-1, 1]."
+        )
+    if (
+        isinstance(min_slice_size, bool)
+        or not isinstance(min_slice_size, int)
+        or min_slice_size < 1
+    ):
+        raise InputError(
+            f"min_slice_size={min_slice_size!r} (--min-slice-size); expected a whole number of "
+            "samples ≥ 1."
         )
     if max_slice_nfr is not None and not comparison.slices:
         raise InputError(
-            "max_slice_nfr needs slice columns; name them with --slice COL (or slices= in compare())."
+            "max_slice_nfr (--max-slice-nfr) needs slice columns; name them with --slice COL "
+            "(or slices= in compare())."
         )
     rules = (max_nfr, max_class_nfr, max_slice_nfr, min_accuracy_gain, significance)
     if all(rule is None for rule in rules):

@@ -1,15 +1,23 @@
-"""What every ``flipless`` command shares: the consoles, error reporting and file options.
+"""What every ``flipless`` command shares: the consoles, error reporting, options and outputs.
 
-Results go to standard output (``console``); progress, logs and errors to standard error
-(``errors``). A :class:`~flipless.errors.FliplessError` is printed without a traceback and the
-command exits with status 2.
+Results go to standard output (``console``); progress and log lines to standard error
+(``logs``, silenced by ``--quiet``); errors and warnings to standard error (``errors``, never
+silenced). A :class:`~flipless.errors.FliplessError`, or a file the system refuses to read or
+write, is printed as one line without a traceback and the command exits with status 2.
+
+The options of ``compare`` and ``gate`` that say how to read two prediction files (columns,
+join, class names, slices, top-k, seed) are declared once, in :func:`read_comparison`; the
+decorator :func:`comparison_command` gives them to a command, which receives the
+:class:`~flipless.metrics.comparison.Comparison` they describe.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
+import json
+import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -17,34 +25,78 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from flipless import terminal
 from flipless.errors import FliplessError
 from flipless.metrics.comparison import Comparison
 
-console = Console()
-errors = Console(stderr=True)
+console = terminal.results()
+logs = terminal.log()
+errors = terminal.problems()
 
 Command = TypeVar("Command", bound=Callable[..., Any])
 
+#: ``--json -``: the JSON document goes to standard output, the human-readable output to
+#: standard error.
+STDOUT = "-"
+
+
+def print_error(message: str) -> None:
+    """``error: <message>`` on standard error, as one paragraph."""
+    errors.print(Text("error: ", style="bold red").append(message), soft_wrap=True)
+
 
 def reports_errors(command: Command) -> Command:
-    """Print a FliplessError's message (no traceback) and exit with status 2."""
+    """Print a FliplessError's (or a refused file's) message, no traceback, and exit with 2."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
         except FliplessError as error:
-            errors.print(Text("error: ", style="bold red").append(str(error)), soft_wrap=True)
-            raise typer.Exit(2) from None
+            print_error(str(error))
+        except OSError as error:  # a path the system refuses: no such folder, permission, …
+            where = f" {error.filename}" if error.filename else ""
+            print_error(f"cannot use{where}: {error.strerror or error}. Check the path.")
+        raise typer.Exit(2)
 
     return wrapper  # type: ignore[return-value]
 
 
-OldPath = Annotated[
-    Path, typer.Argument(help="Predictions of the old model (csv, parquet, jsonl, npz, .result).")
+def with_example(text: str) -> Callable[[Command], Command]:
+    """Attach an example to a command; ``flipless COMMAND --help`` shows it at the end.
+
+    Typer joins single line breaks of a help epilog: separate the lines with blank lines.
+    """
+
+    def attach(command: Command) -> Command:
+        command.example = text  # type: ignore[attr-defined]
+        return command
+
+    return attach
+
+
+def human_console(json_out: str | None) -> Console:
+    """Where the human-readable output goes: standard error when JSON takes standard output."""
+    return errors if json_out == STDOUT else console
+
+
+def emit_json(document: dict[str, Any], json_out: str) -> None:
+    """Write ``document`` to the path ``json_out`` (atomically), or to standard output for ``-``."""
+    if json_out == STDOUT:
+        sys.stdout.write(json.dumps(document, indent=1, allow_nan=False) + "\n")
+        sys.stdout.flush()
+        return
+    from flipless.metrics.schema import write_json
+
+    write_json(document, json_out)
+    logs.print(f"Wrote {json_out}", markup=False, soft_wrap=True)
+
+
+OldPath = Annotated[  # str, not Path: a URL such as s3://bucket/old.csv must keep its //
+    str, typer.Argument(help="Predictions of the old model (csv, parquet, jsonl, npz, .result).")
 ]
 NewPath = Annotated[
-    Path, typer.Argument(help="Predictions of the new model, joined to the old ones by id.")
+    str, typer.Argument(help="Predictions of the new model, joined to the old ones by id.")
 ]
 SliceOption = Annotated[
     list[str] | None,
@@ -81,27 +133,37 @@ ClassNames = Annotated[
     ),
 ]
 TopK = Annotated[
-    int, typer.Option("--top-k", help="Count a model correct when the label is in its top k.")
+    int,
+    typer.Option(
+        "--top-k", min=1, help="Count a model correct when the label is in its top k scores."
+    ),
 ]
-Seed = Annotated[int, typer.Option("--seed", help="Seed of the bootstrap intervals.")]
+Seed = Annotated[int, typer.Option("--seed", min=0, help="Seed of the bootstrap intervals.")]
 JsonOut = Annotated[
-    Path | None, typer.Option("--json", help="Also write the result as JSON to this path.")
+    str | None,
+    typer.Option(
+        "--json",
+        help="Also write the result as JSON to this path; '-' writes it to standard output "
+        "(and the tables to standard error).",
+    ),
 ]
 
 
 def read_comparison(
-    old: Path,
-    new: Path,
-    slices: list[str] | None,
-    inner_join: bool,
-    id_col: str | None,
-    label_col: str | None,
-    pred_col: str | None,
-    score_cols: str | None,
-    class_names: str | None,
-    top_k: int,
-    seed: int,
+    old: OldPath,
+    new: NewPath,
+    *,
+    slice_columns: SliceOption = None,
+    inner_join: InnerJoin = False,
+    id_col: IdColumn = None,
+    label_col: LabelColumn = None,
+    pred_col: PredictionColumn = None,
+    score_cols: ScoreColumns = None,
+    class_names: ClassNames = None,
+    top_k: TopK = 1,
+    seed: Seed = 0,
 ) -> Comparison:
+    """The comparison of two prediction files, read as the shared options say."""
     from flipless.io import compare_files
 
     columns: list[str] | str | None = score_cols
@@ -110,7 +172,7 @@ def read_comparison(
     return compare_files(
         old,
         new,
-        slices=slices or (),
+        slices=slice_columns or (),
         how="inner" if inner_join else "exact",
         top_k=top_k,
         id_column=id_col,
@@ -120,6 +182,32 @@ def read_comparison(
         class_names=split_list(class_names) if class_names else None,
         seed=seed,
     )
+
+
+def comparison_command(command: Command) -> Command:
+    """Give ``command`` the arguments OLD and NEW and the options of :func:`read_comparison`;
+    it is called with ``comparison=`` (the files compared) and its own options.
+
+    The command's own parameters come after OLD and NEW in ``--help``, the shared ones last.
+    """
+    shared = inspect.signature(read_comparison, eval_str=True).parameters
+    own = inspect.signature(command, eval_str=True).parameters
+    if "comparison" not in own:
+        raise TypeError(f"{command.__name__} must take a 'comparison' parameter.")
+    positional = [shared["old"], shared["new"]]
+    options = [
+        parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+        for name, parameter in [*own.items(), *shared.items()]
+        if name not in ("old", "new", "comparison")
+    ]
+
+    @functools.wraps(command)
+    def wrapper(**values: Any) -> Any:
+        reading = {name: values.pop(name) for name in shared if name in values}
+        return command(comparison=read_comparison(**reading), **values)
+
+    wrapper.__signature__ = inspect.Signature([*positional, *options])  # type: ignore[attr-defined]
+    return wrapper  # type: ignore[return-value]
 
 
 def split_list(names: str) -> list[str]:

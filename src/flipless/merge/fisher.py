@@ -37,7 +37,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from flipless.errors import FileFormatError, InputError
+from flipless.errors import FileFormatError, InputError, MissingFileError
 
 FISHER_FORMAT = "flipless.fisher"
 LABEL_RULES = ("predicted", "true")
@@ -386,7 +386,7 @@ def load_fisher(path: str | os.PathLike[str]) -> FisherDiagonal:
 
     path = Path(path)
     if not path.is_file():
-        raise FileFormatError(f"no Fisher file at {path}; write one with save_fisher.")
+        raise MissingFileError(f"no Fisher file at {path}; write one with save_fisher.")
     try:
         with safe_open(str(path), framework="pt") as handle:
             record = handle.metadata() or {}

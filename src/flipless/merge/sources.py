@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from flipless.errors import FileFormatError, InputError
+from flipless.errors import FileFormatError, InputError, MissingFileError
 from flipless.validation import first_few
 
 #: safetensors' dtype names → torch dtypes.
@@ -198,7 +198,7 @@ def _path_source(path: Path, origin: str | None) -> TensorSource:
             "writes it)."
         )
     if not path.is_file():
-        raise FileFormatError(f"no file or folder at {path}; expected {ACCEPTED}.")
+        raise MissingFileError(f"no file or folder at {path}; expected {ACCEPTED}.")
     origin = origin or str(path)
     if path.name.endswith(".index.json"):
         return _sharded_source(path, origin)

@@ -40,7 +40,7 @@ from types import TracebackType
 import torch
 from tqdm.auto import tqdm
 
-from flipless.errors import FileFormatError, InputError, MismatchError
+from flipless.errors import FileFormatError, InputError, MismatchError, MissingFileError
 
 SAFETENSORS_DTYPES: dict[torch.dtype, str] = {
     torch.float64: "F64",
@@ -362,7 +362,7 @@ def read_safetensors_header(
                 raise invalid(f"the header claims {header_bytes} bytes in a {size}-byte file")
             header = json.loads(handle.read(header_bytes))
     except FileNotFoundError as error:
-        raise FileFormatError(f"No such checkpoint file: {file}.") from error
+        raise MissingFileError(f"No such checkpoint file: {file}.") from error
     except IsADirectoryError as error:
         raise FileFormatError(f"{file} is a folder, not a safetensors file.") from error
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -412,11 +412,23 @@ class Checkpoint:
     metadata: dict[str, str]
 
 
+#: Suffixes of torch's own (pickle or zip) checkpoint files, which are not streamed.
+TORCH_FILE_SUFFIXES = (".pt", ".pth", ".bin")
+
+
 def open_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """Read the headers of a checkpoint: a ``.safetensors`` file, or a folder holding
     ``model.safetensors.index.json`` and its shards, or a folder holding ``model.safetensors``.
     """
     source = Path(path)
+    if source.suffix in TORCH_FILE_SUFFIXES:
+        raise FileFormatError(
+            f"{source} is a torch file; checkpoints are streamed from safetensors only (a torch "
+            "file cannot be read tensor by tensor without unpickling it). Convert it once: "
+            "python -c \"import sys, torch, safetensors.torch as st; st.save_file(torch.load("
+            "sys.argv[1], weights_only=True), sys.argv[2])\" "
+            f"{source} {source.with_suffix('.safetensors')}"
+        )
     if source.is_file():
         tensors, metadata = read_safetensors_header(source)
         return Checkpoint(source, None, {t.entry.name: t for t in tensors}, metadata)

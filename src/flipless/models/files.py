@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from flipless.errors import FileFormatError, InputError
+from flipless.errors import FileFormatError, InputError, MissingFileError
 from flipless.models.registry import build_model
 
 CHECKPOINT_FORMAT = "flipless.model"
@@ -90,7 +90,7 @@ def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:
 
     path = Path(path)
     if not path.is_file():
-        raise FileFormatError(f"no model checkpoint at {path}: the file does not exist.")
+        raise MissingFileError(f"no model checkpoint at {path}: the file does not exist.")
     try:
         with safe_open(str(path), framework="pt") as handle:
             header = handle.metadata() or {}
