@@ -7,7 +7,9 @@ Example (TOML; the YAML form has the same keys)::
 
     [data]                 # a data set and the update scenario built from it
     name = "digits"        # digits | fashion-mnist | cifar10 | massive | banking77 | image-folder
+                           # | table | hf-disk (path = your files), or target = "pkg.mod:fn"
     old_fraction = 0.3     # the old model saw this share of the training split
+                           # (or old_split = "train_v1": the rows it was trained on)
 
     [model]                # the new model: a name from the model registry and its settings;
     name = "mlp"           # in_features / in_channels / image_size / num_classes come from
@@ -50,23 +52,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
+from flipless import remote
+from flipless.data.sources import DataConfig, check_data_config
 from flipless.errors import FileFormatError, InputError, MissingFileError
 from flipless.models.sources import ModelConfig, OldConfig
 from flipless.train.settings import TrainSettings
 
-DATA_SETS = ("digits", "fashion-mnist", "cifar10", "massive", "banking77", "image-folder")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 TEACHER_KINDS = ("model", "cached")
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    name: str = "digits"
-    path: str | None = None
-    old_fraction: float = 0.3
-    old_classes: list[str] | None = None
-    validation_fraction: float = 0.2
-    image_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -210,16 +203,14 @@ def parse_config(document: Any, base: Path | None = None) -> RunConfig:
             )
     if "output_dir" not in values:
         raise InputError("output_dir: missing; say where the run writes its files.")
+    check_local_folder(values["output_dir"], "output_dir")
     config = RunConfig(**values)
     _check_choices(config)
     return _resolve_paths(config, base) if base is not None else config
 
 
 def _check_choices(config: RunConfig) -> None:
-    if config.data.name not in DATA_SETS:
-        raise InputError(f"data.name: {config.data.name!r}; expected one of {DATA_SETS}.")
-    if config.data.name not in ("digits", "fashion-mnist") and config.data.path is None:
-        raise InputError(f"data.path: the {config.data.name} data set needs a path.")
+    check_data_config(config.data)
     if config.optimizer.name not in OPTIMIZERS:
         raise InputError(
             f"optimizer.name: {config.optimizer.name!r}; expected one of {OPTIMIZERS}."
@@ -243,9 +234,28 @@ def _check_choices(config: RunConfig) -> None:
         )
 
 
+def check_local_folder(folder: str, key: str) -> None:
+    """An InputError naming ``key`` when ``folder`` is a URL: runs write their folder locally."""
+    if remote.is_remote(folder):
+        raise InputError(
+            f"{key}={folder!r}: a run writes its folder (resumable checkpoints, appended logs, "
+            "per-epoch state) on a local disk; give a local folder. Copy the finished folder "
+            "to the bucket afterwards: checkpoints, prediction files and results read from "
+            "URLs."
+        )
+
+
+def config_folder(path: str | Path) -> Path:
+    """Where the relative paths of the config file at ``path`` start: its folder, or the
+    current folder for a config read from a URL (whose paths may be URLs themselves)."""
+    return Path.cwd() if remote.is_remote(path) else remote.local_path(path).parent
+
+
 def _resolve_paths(config: RunConfig, base: Path) -> RunConfig:
     def resolve(path: str | None) -> str | None:
-        return None if path is None else str((base / Path(path).expanduser()).resolve())
+        if path is None or remote.is_remote(path):
+            return path
+        return str((base / remote.local_path(path).expanduser()).resolve())
 
     return dataclasses.replace(
         config,
@@ -257,36 +267,37 @@ def _resolve_paths(config: RunConfig, base: Path) -> RunConfig:
 
 
 def read_document(path: str | Path) -> Any:
-    """The parsed content of a ``.toml``, ``.yaml``/``.yml`` or ``.json`` file."""
-    path = Path(path)
-    if not path.is_file():
+    """The parsed content of a ``.toml``, ``.yaml``/``.yml`` or ``.json`` file (or URL)."""
+    path = remote.as_path(path)
+    if not remote.is_file(path):
         raise MissingFileError(f"no config file at {path}.")
-    text = path.read_text(encoding="utf-8")
+    text = remote.read_text(path)
+    suffix = remote.suffix_of(path)
     try:
-        if path.suffix == ".toml":
+        if suffix == ".toml":
             return tomllib.loads(text)
-        if path.suffix in (".yaml", ".yml"):
+        if suffix in (".yaml", ".yml"):
             import yaml
 
             return yaml.safe_load(text)
-        if path.suffix == ".json":
+        if suffix == ".json":
             return json.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError, ValueError) as error:
-        raise FileFormatError(f"{path} is not valid {path.suffix[1:].upper()}: {error}") from error
+        raise FileFormatError(f"{path} is not valid {suffix[1:].upper()}: {error}") from error
     except Exception as error:  # yaml's errors (ScannerError, ParserError, …)
         if type(error).__module__.startswith("yaml"):
             raise FileFormatError(f"{path} is not valid YAML: {error}") from error
         raise
     raise FileFormatError(
-        f"{path}: unknown config format {path.suffix!r}; use .toml, .yaml, .yml or .json."
+        f"{path}: unknown config format {suffix!r}; use .toml, .yaml, .yml or .json."
     )
 
 
 def load_config(path: str | Path) -> RunConfig:
-    """Read and check a ``.toml``, ``.yaml``/``.yml`` or ``.json`` config file."""
-    path = Path(path)
+    """Read and check a ``.toml``, ``.yaml``/``.yml`` or ``.json`` config file (or URL)."""
+    path = remote.as_path(path)
     document = read_document(path)
     try:
-        return parse_config(document, base=path.parent)
+        return parse_config(document, base=config_folder(path))
     except InputError as error:
         raise InputError(f"{path}: {error}") from error

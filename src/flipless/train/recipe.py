@@ -22,9 +22,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from flipless.data import loaders
+from flipless.data import sources as data_sources
 from flipless.data.labeled import LabeledData
-from flipless.data.scenario import UpdateScenario, make_update_scenario, massive_update_scenario
+from flipless.data.scenario import UpdateScenario
 from flipless.errors import InputError
 from flipless.inference.predict import predicted_classes
 from flipless.metrics.comparison import Comparison, compare
@@ -48,25 +48,9 @@ class RunOutcome:
 
 
 def load_scenario(config: RunConfig) -> UpdateScenario:
-    """The data set named in the config, cut into the update scenario."""
-    data = config.data
-    if data.name == "massive" and (Path(data.path) / "updated").is_dir():
-        return massive_update_scenario(data.path)
-    load = {
-        "digits": lambda: loaders.load_digits(seed=config.seed),
-        "fashion-mnist": lambda: loaders.load_fashion_mnist(data.path),
-        "cifar10": lambda: loaders.load_cifar10(data.path),
-        "massive": lambda: loaders.load_massive(data.path),
-        "banking77": lambda: loaders.load_banking77(data.path),
-        "image-folder": lambda: loaders.load_image_folder(data.path, image_size=data.image_size),
-    }
-    return make_update_scenario(
-        load[data.name](),
-        old_fraction=data.old_fraction,
-        old_classes=data.old_classes,
-        validation_fraction=data.validation_fraction,
-        seed=config.seed,
-    )
+    """The data the config names, cut into the update scenario with the run's seed
+    (:func:`flipless.data.sources.load_scenario`)."""
+    return data_sources.load_scenario(config.data, config.seed)
 
 
 def optimizer_factory(config: RunConfig):
