@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -283,14 +285,15 @@ def test_venn_regions_cover_exactly_their_part_of_the_circles(page, old, new, co
     assert wrong == [] and checked > 5000
 
 
-def sweep_records(tmp_path):
+RUNS = [("cross-entropy", None, 0), ("fd-kl", 1.0, 0), ("fd-kl", 2.0, 1), ("ldi", 0.5, 0)]
+
+
+def sweep_records(tmp_path, runs=RUNS):
     rng = np.random.default_rng(1)
     labels = rng.integers(0, 3, 120)
     old = np.where(rng.random(120) < 0.7, labels, (labels + 1) % 3)
     records = []
-    for index, (method, strength, seed) in enumerate(
-        [("cross-entropy", None, 0), ("fd-kl", 1.0, 0), ("fd-kl", 2.0, 1), ("ldi", 0.5, 0)]
-    ):
+    for index, (method, strength, seed) in enumerate(runs):
         new = np.where(rng.random(120) < 0.75 + 0.03 * index, labels, (labels + 2) % 3)
         comparison = flipless.compare(old, new, labels, class_names=["a", "b", "c"])
         comparison.to_json(str(tmp_path / f"c{index}.json"))
@@ -349,6 +352,154 @@ def test_sweep_plots_hover_and_select_a_run(page, tmp_path):
     assert sorted(front) == main["sweep"]["metrics"]["test"]["pareto"]["negative_flip_rate"]
     page.select_option(".fl-sweep select", "dev")
     assert page.locator(".fl-points tbody tr.fl-selected").get_attribute("data-point") == "2"
+    assert_clean(page)
+
+
+# Shuffled, as a sweep with workers appends them; the table shows them by method (in the
+# order methods first appear, the legend's), then strength (none first), then seed.
+SHUFFLED_RUNS = [
+    ("fd-kl", 2.0, 0),
+    ("cross-entropy", None, 0),
+    ("fd-kl", 1.0, 1),
+    ("ldi", 0.5, 0),
+    ("fd-kl", 1.0, 0),
+    ("bcwi", 0.3, 0),
+    ("cross-entropy", None, 1),
+]
+
+
+def table_order(page) -> list[int]:
+    return page.eval_on_selector_all(
+        ".fl-points tbody tr", "rows => rows.map(r => Number(r.getAttribute('data-point')))"
+    )
+
+
+def test_the_runs_table_is_ordered_by_method_then_strength_and_sorts_by_a_header(page, tmp_path):
+    records = sweep_records(tmp_path, SHUFFLED_RUNS)
+    for record in records:
+        record.pop("comparison")
+    open_report(page, write_report(records, tmp_path / "sweep.html", base_dir=tmp_path))
+    methods = ["fd-kl", "cross-entropy", "ldi", "bcwi"]
+    by_run = sorted(
+        range(len(SHUFFLED_RUNS)),
+        key=lambda i: (
+            methods.index(SHUFFLED_RUNS[i][0]),
+            SHUFFLED_RUNS[i][1] is not None,
+            SHUFFLED_RUNS[i][1] or 0.0,
+            SHUFFLED_RUNS[i][2],
+        ),
+    )
+    assert by_run == [4, 2, 0, 1, 6, 3, 5]  # fd-kl 1.0 seeds 0, 1; fd-kl 2.0; cross-entropy …
+    assert table_order(page) == by_run
+    labels = page.eval_on_selector_all(
+        ".fl-points tbody tr td:first-child", "cells => cells.map(c => c.textContent)"
+    )
+    assert labels[:3] == ["fd-kl weight=1 seed=0", "fd-kl weight=1 seed=1", "fd-kl weight=2 seed=0"]
+
+    nfr = [r["metrics"]["test"]["negative_flip_rate"] for r in records]
+    header = page.locator('.fl-points .fl-sort[data-column="negative_flip_rate"]')
+    header.click()  # ascending; ties keep the run order
+    assert table_order(page) == sorted(by_run, key=lambda i: nfr[i])
+    assert header.text_content() == "NFR ▲"
+    assert header.locator("xpath=..").get_attribute("aria-sort") == "ascending"
+    header.click()  # descending
+    assert table_order(page) == sorted(by_run, key=lambda i: -nfr[i])
+    assert page.get_attribute('.fl-points th:has([data-column="run"])', "aria-sort") == "none"
+    page.select_option(".fl-sweep select", "dev")  # another split keeps the sort
+    assert table_order(page) == sorted(by_run, key=lambda i: -nfr[i])
+    page.click('.fl-points .fl-sort[data-column="run"]')
+    assert table_order(page) == by_run
+    page.click('.fl-points .fl-sort[data-column="run"]')
+    assert table_order(page) == by_run[::-1]
+    assert_clean(page)
+
+
+def method_palette() -> list[tuple[int, int, int]]:
+    """METHOD_COLORS of report.js, as RGB."""
+    script = (Path(flipless.report.__file__).parent / "assets" / "report.js").read_text()
+    found = re.search(r"const METHOD_COLORS = \[(.*?)\];", script, re.DOTALL)
+    return [
+        tuple(int(c[i : i + 2], 16) for i in (0, 2, 4)) for c in re.findall(r"#(\w{6})", found[1])
+    ]
+
+
+def lab(rgb: tuple[int, int, int]) -> np.ndarray:
+    """CIE L*a*b* (D65) of an sRGB colour: distances in it follow perceived differences."""
+    c = np.asarray(rgb, dtype=np.float64) / 255
+    linear = np.where(c > 0.04045, ((c + 0.055) / 1.055) ** 2.4, c / 12.92)
+    to_xyz = np.array(  # sRGB (IEC 61966-2-1) primaries, D65 white
+        [
+            [0.4124564, 0.3575761, 0.1804375],
+            [0.2126729, 0.7151522, 0.0721750],
+            [0.0193339, 0.1191920, 0.9503041],
+        ]
+    )
+    xyz = to_xyz @ linear / to_xyz.sum(axis=1)  # relative to the white point
+    f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16 / 116)
+    return np.array([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
+
+
+def css_rgb(text: str) -> tuple[int, int, int]:
+    return tuple(int(v) for v in re.fullmatch(r"rgb\((\d+), (\d+), (\d+)\)", text).groups())
+
+
+def test_lab_distances_match_a_hand_computation():
+    assert lab((255, 255, 255)) == pytest.approx([100.0, 0.0, 0.0], abs=1e-9)
+    assert lab((0, 0, 0)) == pytest.approx([0.0, 0.0, 0.0], abs=1e-9)
+    # sRGB red: L* 53.24, a* 80.09, b* 67.20 (the standard's published values)
+    assert lab((255, 0, 0)) == pytest.approx([53.24, 80.09, 67.20], abs=0.05)
+
+
+def test_the_selection_ring_and_the_focus_use_a_colour_no_method_uses(page, tmp_path):
+    records = sweep_records(tmp_path, SHUFFLED_RUNS)
+    for record in records:
+        record.pop("comparison")
+    open_report(page, write_report(records, tmp_path / "sweep.html", base_dir=tmp_path))
+    palette = method_palette()
+    assert len(palette) == 10
+    fills = page.eval_on_selector_all(".fl-point", "dots => dots.map(d => d.getAttribute('fill'))")
+    assert {tuple(int(f[i : i + 2], 16) for i in (1, 3, 5)) for f in fills} <= set(palette)
+    page.locator('svg.fl-scatter[aria-label="accuracy against NFR"] [data-point="5"]').click()
+    rings = page.eval_on_selector_all(
+        ".fl-point.fl-selected", "dots => dots.map(d => getComputedStyle(d).stroke)"
+    )
+    assert len(rings) == 3 and len(set(rings)) == 1  # one selected dot in each plot
+    ring = lab(css_rgb(rings[0]))
+    closest = min(np.linalg.norm(ring - lab(colour)) for colour in palette)
+    assert closest > 40  # the orange ring of before was 24.5 from bcwi's orange
+    # Keyboard focus on a Venn region rings the region itself in that colour, with no box.
+    page.focus('path[data-region="progress"]')
+    page.keyboard.press("Tab")
+    focused = page.evaluate(
+        """() => { const el = document.activeElement, style = getComputedStyle(el);
+                   return [el.getAttribute('data-region'), el.matches(':focus-visible'),
+                           style.outlineStyle, style.stroke]; }"""
+    )
+    assert focused == ["regress", True, "none", rings[0]]
+    assert_clean(page)
+
+
+@pytest.mark.parametrize("width", [390, 1440])
+def test_phone_and_desktop_widths_never_scroll_sideways(page, report, tmp_path, width):
+    records = sweep_records(tmp_path, SHUFFLED_RUNS)
+    for record in records:
+        record.pop("comparison")
+    sweep = write_report(records, tmp_path / "sweep.html", base_dir=tmp_path)
+    page.set_viewport_size({"width": width, "height": 900})
+    for name, path in [("comparison", report), ("sweep", sweep)]:
+        open_report(page, path)
+        if name == "sweep":  # the rightmost run's tooltip stays inside the report
+            page.locator('svg.fl-scatter[aria-label="accuracy against BEC"] .fl-point').last.hover()
+            tooltip = page.locator(".fl-tooltip").bounding_box()
+            assert tooltip["x"] >= 0 and tooltip["x"] + tooltip["width"] <= width
+        assert page.evaluate("document.scrollingElement.scrollWidth <= innerWidth")
+        cards = page.eval_on_selector_all(
+            ".fl-card, svg.fl-scatter", "els => els.map(e => e.getBoundingClientRect().right)"
+        )
+        assert max(cards) <= width
+        shot = tmp_path / f"{name}-{width}.png"  # look at these when the layout changes
+        page.screenshot(path=str(shot), full_page=True)
+        assert Image.open(shot).size[0] == width
     assert_clean(page)
 
 

@@ -146,7 +146,9 @@ function render(root, payload, options) {
 
 function sweepView(sweep, tooltip, root, onSelect) {
   const section = h("section", { class: "fl-sweep" });
-  const state = { split: sweep.default_split, selected: null };
+  // The table of runs: by method (in the legend's order), then strength, then seed, until a
+  // header is clicked; a second click on it reverses the order.
+  const state = { split: sweep.default_split, selected: null, sortKey: "run", sortDir: 1 };
   const plots = h("div", { class: "fl-scatters" });
   const table = h("table", { class: "fl-points" });
   const controls = h("div", { class: "fl-controls" });
@@ -204,10 +206,13 @@ function sweepView(sweep, tooltip, root, onSelect) {
 
   function showTooltip(event, index) {
     tooltip.replaceChildren(...describe(index).map((line) => h("div", { text: line })));
-    const box = root.getBoundingClientRect();
-    tooltip.style.left = `${event.clientX - box.left + 14}px`;
-    tooltip.style.top = `${event.clientY - box.top + 14}px`;
     tooltip.hidden = false;
+    // Right of the pointer, or left of it where the report ends (never past its right edge).
+    const box = root.getBoundingClientRect();
+    const x = event.clientX - box.left;
+    const right = x + 14 + tooltip.offsetWidth <= box.width;
+    tooltip.style.left = `${right ? x + 14 : Math.max(0, x - 14 - tooltip.offsetWidth)}px`;
+    tooltip.style.top = `${event.clientY - box.top + 14}px`;
   }
 
   function scatter(axis) {
@@ -288,11 +293,54 @@ function sweepView(sweep, tooltip, root, onSelect) {
     return plot;
   }
 
+  // Runs in their default order: method (legend order), strength, seed; none before a value.
+  function byRun(a, b) {
+    const [p, q] = [sweep.points[a], sweep.points[b]];
+    const missingFirst = (x, y) => (x === null) - (y === null) || (x === null ? 0 : x - y);
+    return p.method_index - q.method_index || missingFirst(p.strength, q.strength) || missingFirst(p.seed, q.seed) || a - b;
+  }
+
+  // Row order for the sort state; a metric's undefined values stay last in both directions.
+  function runOrder() {
+    const order = sweep.points.map((_, i) => i).sort(byRun);
+    if (state.sortKey === "run") return state.sortDir > 0 ? order : order.reverse();
+    const values = sweep.metrics[state.split][state.sortKey];
+    return order.sort((a, b) => {
+      const [x, y] = [values[a], values[b]];
+      if (!isNumber(x) || !isNumber(y)) return !isNumber(x) - !isNumber(y) || byRun(a, b);
+      return state.sortDir * (x - y) || byRun(a, b);
+    });
+  }
+
+  function sortHeader(key, label) {
+    const sorted = state.sortKey === key;
+    return h("th", { scope: "col", "aria-sort": sorted ? (state.sortDir > 0 ? "ascending" : "descending") : "none" }, [
+      h("button", {
+        type: "button",
+        class: "fl-sort",
+        "data-column": key,
+        text: label + (sorted ? (state.sortDir > 0 ? " ▲" : " ▼") : ""),
+        onclick: () => {
+          state.sortDir = state.sortKey === key ? -state.sortDir : 1;
+          state.sortKey = key;
+          pointsTable();
+        },
+      }),
+    ]);
+  }
+
   function pointsTable() {
     const values = sweep.metrics[state.split];
-    const head = h("tr", {}, ["run", "accuracy", ...sweep.axes.map((a) => a.label), "Pareto front", ""].map((t) => h("th", { scope: "col", text: t })));
+    const head = h("tr", {}, [
+      sortHeader("run", "run"),
+      sortHeader("accuracy", "accuracy"),
+      ...sweep.axes.map((a) => sortHeader(a.key, a.label)),
+      h("th", { scope: "col", text: "Pareto front" }),
+      h("th", { scope: "col", text: "" }),
+    ]);
     const body = h("tbody");
-    sweep.points.forEach((point, i) => {
+    for (const i of runOrder()) {
+      const point = sweep.points[i];
       const fronts = sweep.axes.filter((a) => values.pareto[a.key].includes(i)).map((a) => a.label);
       body.append(
         h("tr", { class: i === state.selected ? "fl-selected" : null, "data-point": i }, [
@@ -310,7 +358,7 @@ function sweepView(sweep, tooltip, root, onSelect) {
           ]),
         ])
       );
-    });
+    }
     table.replaceChildren(h("thead", {}, [head]), body);
   }
 
@@ -446,9 +494,11 @@ function summaryCard(summary) {
   const level = `${(100 * summary.confidence).toFixed(0)} % interval`;
   return h("div", { class: "fl-card fl-summary" }, [
     h("h3", { text: "Summary" }),
-    h("table", { class: "fl-summary-table" }, [
-      h("thead", {}, [h("tr", {}, ["", "value", level, "counts"].map((t) => h("th", { scope: "col", text: t })))]),
-      body,
+    h("div", { class: "fl-scroll" }, [
+      h("table", { class: "fl-summary-table" }, [
+        h("thead", {}, [h("tr", {}, ["", "value", level, "counts"].map((t) => h("th", { scope: "col", text: t })))]),
+        body,
+      ]),
     ]),
   ]);
 }
