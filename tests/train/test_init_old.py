@@ -1,0 +1,114 @@
+"""`flipless train` with `[model] init = "old"` and old models from a user's target."""
+
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from flipless.cli import app
+from flipless.models import MLP, load_model
+from flipless.models.sources import OLD_SEED_OFFSET, source_class_names
+
+CONFIG = """
+seed = 0
+output_dir = "run"
+
+[data]
+name = "digits"
+old_fraction = 0.3
+
+[model]
+name = "mlp"
+hidden = [8]
+init = "{init}"
+
+[old]
+{old}
+
+[optimizer]
+name = "sgd"
+lr = {lr}
+
+[train]
+epochs = 1
+batch_size = 256
+progress = "none"
+"""
+
+
+def train(tmp_path, init: str, old: str, lr: float = 0.0):
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / "run.toml").write_text(CONFIG.format(init=init, old=old, lr=lr))
+    result = CliRunner().invoke(app, ["train", str(tmp_path / "run.toml")])
+    assert result.exit_code == 0, result.output
+    return tmp_path / "run"
+
+
+def same_weights(first, second) -> bool:
+    one, two = first.state_dict(), second.state_dict()
+    return one.keys() == two.keys() and all(torch.equal(one[k], two[k]) for k in one)
+
+
+def test_init_old_starts_the_new_model_from_the_old_weights(tmp_path):
+    # with a learning rate of 0 the kept model is its starting point, bit for bit
+    out = train(tmp_path / "old", "old", "train_epochs = 1")
+    old, new = load_model(out / "old.safetensors"), load_model(out / "model.safetensors")
+    assert same_weights(old, new)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["test"]["negative_flip_rate"] == 0.0
+    assert summary["test"]["accuracy_new"] == summary["test"]["accuracy_old"]
+    digits = [str(digit) for digit in range(10)]
+    assert source_class_names(out / "old.safetensors") == tuple(digits)
+    assert source_class_names(out / "model.safetensors") == tuple(digits)
+    # at a learning rate of 0 both models stay at their initialisation: the old one was seeded
+    # with seed + 2³¹, a new one from scratch with the seed itself, so the two never coincide
+    scratch = train(tmp_path / "scratch", "scratch", "train_epochs = 1")
+    torch.manual_seed(OLD_SEED_OFFSET)
+    old_start = MLP(64, 10, hidden=(8,))
+    torch.manual_seed(0)
+    new_start = MLP(64, 10, hidden=(8,))
+    assert same_weights(load_model(scratch / "old.safetensors"), old_start)
+    assert same_weights(load_model(scratch / "model.safetensors"), new_start)
+    assert not same_weights(
+        load_model(scratch / "old.safetensors"), load_model(scratch / "model.safetensors")
+    )
+
+
+def test_an_old_model_from_a_target_function(tmp_path, monkeypatch):
+    (tmp_path / "my_old_models.py").write_text(
+        textwrap.dedent(
+            """
+            import torch
+            from flipless.models import MLP
+
+            def make_old(width):
+                torch.manual_seed(11)
+                return MLP(64, 10, hidden=(width,))
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    old = 'target = "my_old_models:make_old"\nargs = { width = 8 }'
+    out = train(tmp_path, "old", old)
+    torch.manual_seed(11)
+    expected = MLP(64, 10, hidden=(8,))
+    assert same_weights(load_model(out / "model.safetensors"), expected)
+
+
+@pytest.mark.parametrize(
+    ("old", "message"),
+    [
+        ('target = "m:f"\ntrain_epochs = 1', r"either checkpoint or train_epochs, or a target"),
+        ("", r"set old.checkpoint .* old.target"),
+    ],
+)
+def test_old_sources_are_checked(tmp_path, old, message):
+    (tmp_path / "run.toml").write_text(CONFIG.format(init="old", old=old, lr=0.1))
+    result = CliRunner().invoke(app, ["train", str(tmp_path / "run.toml")])
+    assert result.exit_code == 2
+    assert re.search(message, " ".join(result.output.split())), result.output
