@@ -24,6 +24,7 @@ from flipless._version import __version__
 from flipless.cli.common import console, errors
 from flipless.cli.measure import compare, gate
 from flipless.cli.merging import interpolate
+from flipless.cli.predicting import ensemble, predict
 from flipless.cli.reporting import report
 from flipless.cli.training import demo, sweep, train
 
@@ -38,7 +39,7 @@ app = typer.Typer(
     add_completion=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-for command in (compare, gate, demo, train, interpolate, sweep, report):
+for command in (compare, gate, predict, ensemble, demo, train, interpolate, sweep, report):
     app.command(epilog=getattr(command, "example", None))(command)
 
 
@@ -94,4 +95,15 @@ def version() -> None:
     console.print(version_text(), markup=False)
 
 
-__all__ = ["app", "compare", "demo", "gate", "interpolate", "report", "sweep", "train"]
+__all__ = [
+    "app",
+    "compare",
+    "demo",
+    "ensemble",
+    "gate",
+    "interpolate",
+    "predict",
+    "report",
+    "sweep",
+    "train",
+]

@@ -9,7 +9,7 @@
 from flipless.io.files import compare_files
 from flipless.io.join import JOIN_MODES, JoinedPredictions, join_by_id
 from flipless.io.readers import FORMATS, PredictionTable, detect_format, read_predictions
-from flipless.io.writers import WRITE_FORMATS, write_predictions
+from flipless.io.writers import WRITE_FORMATS, check_output, write_predictions
 
 __all__ = [
     "FORMATS",
@@ -17,6 +17,7 @@ __all__ = [
     "WRITE_FORMATS",
     "JoinedPredictions",
     "PredictionTable",
+    "check_output",
     "compare_files",
     "detect_format",
     "join_by_id",

@@ -91,8 +91,8 @@ def write_predictions(
             f"scores_kind={scores_kind!r}; expected one of {', '.join(map(repr, SCORE_KINDS))}."
         )
     fields = _checked_fields(ids, predicted, labels, scores, class_names)
-    sidecar = remote.sibling(path, remote.name_of(path) + ".classes.json")
-    _check_free(path, sidecar, overwrite)
+    sidecar = _sidecar(path)
+    check_output(path, overwrite)
     if isinstance(path, Path):
         path.parent.mkdir(parents=True, exist_ok=True)
     names = None if class_names is None else [str(name) for name in class_names]
@@ -121,18 +121,28 @@ def _write_format(path: str | Path) -> str:
     return kind
 
 
-def _check_free(path: str | Path, sidecar: str | Path, overwrite: bool) -> None:
+def check_output(path: str | PathLike[str], overwrite: bool = False) -> None:
+    """Raise unless predictions may be written to ``path``: a suffix of a format written, not
+    a folder, and (unless ``overwrite``) neither the file nor its sidecar already there. Call
+    it before long work, so that a run does not end in this error."""
+    path = remote.as_path(path)
+    _write_format(path)
     if remote.is_dir(path):
         raise InputError(f"{path} is a folder; expected the path of a prediction file to write.")
     if overwrite:
         return
-    existing = [str(p) for p in (path, sidecar) if remote.exists(p)]
+    existing = [str(p) for p in (path, _sidecar(path)) if remote.exists(p)]
     if existing:
         raise InputError(
             f"{' and '.join(existing)} already exist(s); flipless does not overwrite "
             "predictions silently. Pass overwrite=True (CLI --overwrite) to replace them, or "
             "choose another output path."
         )
+
+
+def _sidecar(path: str | Path) -> str | Path:
+    """``<file>.classes.json``: the class names of a csv, parquet or jsonl prediction file."""
+    return remote.sibling(path, remote.name_of(path) + ".classes.json")
 
 
 def _remove(path: str | Path) -> None:
