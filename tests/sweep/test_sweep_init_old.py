@@ -1,0 +1,109 @@
+"""Sweeps with `[model] init = "old"`: every trained point, and so BCWI's cross-entropy model,
+starts from the old weights; the old model may come from a user's target; seeds are checked."""
+
+from __future__ import annotations
+
+import textwrap
+import tomllib
+
+import pytest
+import torch
+
+from flipless.errors import InputError
+from flipless.models import MLP, load_model
+from flipless.sweep.config import parse_sweep_config
+from flipless.sweep.runner import run_sweep
+from flipless.sweep.workspace import OLD_MODEL
+
+BASE = """
+seed = 0
+
+[data]
+name = "digits"
+
+[model]
+name = "mlp"
+hidden = [8]
+init = "old"
+
+[old]
+target = "my_sweep_old_models:make_old"
+
+[optimizer]
+name = "sgd"
+lr = {lr}
+
+[train]
+epochs = 1
+batch_size = 256
+progress = "none"
+"""
+
+
+@pytest.fixture
+def old_target(tmp_path, monkeypatch):
+    (tmp_path / "my_sweep_old_models.py").write_text(
+        textwrap.dedent(
+            """
+            import torch
+            from flipless.models import MLP
+
+            def make_old():
+                torch.manual_seed(21)
+                return MLP(64, 10, hidden=(8,))
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    torch.manual_seed(21)
+    return MLP(64, 10, hidden=(8,))
+
+
+def config(tmp_path, lr: float, seeds=(0,)):
+    document = tomllib.loads(BASE.format(lr=lr))
+    document["sweep"] = {
+        "store": str(tmp_path / "sweep" / "results.jsonl"),
+        "seeds": list(seeds),
+        "threads": 1,
+        "methods": [{"method": "bcwi", "strengths": [0.5]}],
+    }
+    return parse_sweep_config(document)
+
+
+def same_weights(first, second) -> bool:
+    one, two = first.state_dict(), second.state_dict()
+    return one.keys() == two.keys() and all(torch.equal(one[k], two[k]) for k in one)
+
+
+def test_bcwi_interpolates_the_old_model_with_a_model_trained_from_it(tmp_path, old_target):
+    # at a learning rate of 0 the cross-entropy point keeps its start: the old model itself,
+    # so BCWI's θ = ½ θ_old + ½ θ_ce is the old model and nothing flips
+    sweep = config(tmp_path, lr=0.0)
+    outcome = run_sweep(sweep, quiet=True)
+    folder = sweep.folder
+    assert same_weights(load_model(folder / OLD_MODEL), old_target)
+    by_id = {record["point_id"]: record for record in outcome.records}
+    assert set(by_id) == {"cross-entropy/seed=0", "bcwi/old_weight=0.5/seed=0"}
+    for record in by_id.values():
+        assert same_weights(load_model(folder / record["model_path"]), old_target)
+        assert record["config"]["model"]["init"] == "old"
+        for split in ("train", "dev", "test"):
+            assert record["metrics"][split]["negative_flip_rate"] == 0.0
+            assert record["metrics"][split]["positive_flip_rate"] == 0.0
+
+
+def test_a_trained_point_moves_away_from_the_old_start(tmp_path, old_target):
+    sweep = config(tmp_path, lr=0.5)
+    outcome = run_sweep(sweep, quiet=True)
+    ce = next(r for r in outcome.records if r["kind"] == "loss")
+    trained = load_model(sweep.folder / ce["model_path"])
+    assert not same_weights(trained, old_target)
+    # yet it started there: one epoch of SGD moves it only a little compared with a new draw
+    distance = (trained.head.weight - old_target.head.weight).norm()
+    torch.manual_seed(0)
+    assert distance < (MLP(64, 10, hidden=(8,)).head.weight - old_target.head.weight).norm()
+
+
+def test_sweep_seeds_stay_below_the_old_models_seed(tmp_path):
+    with pytest.raises(InputError, match=r"sweep.seeds holds 2147483648; seeds lie in \[0, 2³¹\)"):
+        config(tmp_path, lr=0.1, seeds=(0, 2**31))
