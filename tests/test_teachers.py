@@ -17,8 +17,11 @@ from flipless.teachers import (
     EnsembleTeacher,
     KnownClassColumns,
     LabelMap,
+    LabelSpaceModel,
     ModelTeacher,
     Teacher,
+    known_classes,
+    teacher_in_label_space,
     unknown_class_logit,
 )
 
@@ -394,6 +397,48 @@ def test_known_class_columns_of_a_full_width_head() -> None:
         KnownClassColumns(model, (1, 1))
     with pytest.raises(InputError, match="no features"):
         KnownClassColumns(model, known).features(x)
+
+
+def test_teacher_in_label_space_matches_head_rows_by_name() -> None:
+    model = linear(0)  # 3 head rows: "b", "d", "a" (recorded names), new classes a, b, c, d
+    x = x_batch()
+    z = model(x).detach()
+    teacher = teacher_in_label_space(model, ["a", "b", "c", "d"], 3, ["b", "d", "a"])
+    out = teacher.logits(x)
+    torch.testing.assert_close(out[:, [1, 3, 0]], z, rtol=0, atol=0)
+    assert bool((out[:, 2] == -1e9).all())
+    assert known_classes(teacher) == (0, 1, 3)
+    torch.testing.assert_close(teacher.as_model()(x), out, rtol=0, atol=0)
+    assert isinstance(teacher.as_model(), LabelSpaceModel)
+
+
+def test_teacher_in_label_space_for_a_full_width_head_trained_on_fewer_classes() -> None:
+    model = linear(0)  # a row per new class, but only classes 0 and 2 were ever a target
+    with torch.no_grad():
+        model.bias.copy_(torch.tensor([-50.0, 50.0, -50.0], dtype=torch.float64))
+    teacher = teacher_in_label_space(model, ["a", "b", "c"], 3, known_classes=(0, 2))
+    assert isinstance(teacher.model, KnownClassColumns) and known_classes(teacher) == (0, 2)
+    answers = teacher.as_model()(x_batch()).argmax(dim=1)
+    assert set(answers.tolist()) <= {0, 2}  # never the unlearned row 1, however large
+    # the same classes, every one known, in order: a plain teacher, nothing masked
+    plain = teacher_in_label_space(model, ["a", "b", "c"], 3)
+    assert plain.label_map is None and known_classes(plain) is None
+    assert plain.as_model() is model
+    # a narrow head without names: its rows are the known classes, in order
+    narrow = teacher_in_label_space(linear(0), list("abcde"), 3, known_classes=(0, 2, 4))
+    assert narrow.label_map.old_to_new == (0, 2, 4) and narrow.model is not None
+    assert not isinstance(narrow.model, KnownClassColumns)
+
+
+def test_teacher_in_label_space_errors() -> None:
+    with pytest.raises(MismatchError, match="nothing says which output is which class"):
+        teacher_in_label_space(linear(0), list("abcde"), 3)
+    with pytest.raises(MismatchError, match="3 outputs but 2 class names"):
+        teacher_in_label_space(linear(0), list("abc"), 3, ["a", "b"])
+    with pytest.raises(MismatchError, match=r"learned classes \['c'\] but its head has no row"):
+        teacher_in_label_space(linear(0), list("abcd"), 3, ["a", "b", "d"], known_classes=(2,))
+    with pytest.raises(MismatchError, match="not among the new class names"):
+        teacher_in_label_space(linear(0), list("abc"), 3, ["a", "b", "z"])
 
 
 def test_label_map_errors() -> None:

@@ -169,6 +169,80 @@ class KnownClassColumns(nn.Module):
         return extract(inputs)
 
 
+class LabelSpaceModel(nn.Module):
+    """An old model as a module of the new label space: ``forward`` is ``label_map.expand``
+    of its logits, so its argmax is always a class it knows (for predictions and flips)."""
+
+    def __init__(self, model: nn.Module, label_map: LabelMap) -> None:
+        super().__init__()
+        self.model = model
+        self.label_map = label_map
+
+    def forward(self, inputs: Any) -> torch.Tensor:
+        return self.label_map.expand(_first_logits(self.model(inputs)))
+
+
+def teacher_in_label_space(
+    model: nn.Module,
+    class_names: Sequence[str],
+    width: int,
+    head_class_names: Sequence[str] | None = None,
+    known_classes: Sequence[int] | None = None,
+) -> ModelTeacher:
+    """The old model as a teacher of the new label space ``class_names``, matched by name.
+
+    Args:
+        model: the old model; its head has ``width`` rows.
+        class_names: the new (student) classes, in order.
+        head_class_names: the class of each head row, when the model's source records it;
+            None means the new classes in order (a head of ``width == len(class_names)``) or,
+            for a narrower head, the classes of ``known_classes`` in order.
+        known_classes: indices into ``class_names`` of the classes the old model learned
+            (``data.old_classes``); None: every class its head names. A full-width head
+            trained on fewer classes keeps only those rows (:class:`KnownClassColumns`).
+
+    Returns a plain :class:`ModelTeacher` when the old model knows every new class in order,
+    else one with the :class:`LabelMap` of the classes it knows.
+    """
+    names = tuple(class_names)
+    if head_class_names is None:
+        if width == len(names):
+            head_class_names = names
+        elif known_classes is not None and width == len(known_classes):
+            head_class_names = tuple(names[k] for k in known_classes)
+        else:
+            raise MismatchError(
+                f"the old model has {width} outputs and the data {len(names)} classes, and "
+                "nothing says which output is which class; record the old model's class names "
+                "(flipless train saves them) or list its classes in data.old_classes."
+            )
+    if len(head_class_names) != width:
+        raise MismatchError(
+            f"the old model has {width} outputs but {len(head_class_names)} class names."
+        )
+    head = LabelMap.from_names(head_class_names, names)  # head row i is new class old_to_new[i]
+    learned = set(head.old_to_new) if known_classes is None else {int(k) for k in known_classes}
+    unheaded = sorted(learned - set(head.old_to_new))
+    if unheaded:
+        raise MismatchError(
+            f"the old model learned classes {[names[k] for k in unheaded]} but its head has no "
+            "row for them; expected data.old_classes to be among the old model's classes."
+        )
+    rows = [row for row, k in enumerate(head.old_to_new) if k in learned]
+    if head.old_to_new == tuple(range(len(names))) and len(rows) == len(names):
+        return ModelTeacher(model)
+    source = model if rows == list(range(width)) else KnownClassColumns(model, rows)
+    return ModelTeacher(source, label_map=LabelMap([head.old_to_new[r] for r in rows], len(names)))
+
+
+def known_classes(teacher: Any) -> tuple[int, ...] | None:
+    """The student classes a teacher knows (from its ``class_mask``); None when all of them."""
+    mask = getattr(teacher, "class_mask", None)
+    if mask is None or bool(mask.all()):
+        return None
+    return tuple(int(k) for k in torch.nonzero(mask.cpu()).flatten())
+
+
 def _first_logits(output: Any) -> torch.Tensor:
     """Accept plain logits or a tuple/list whose first element is the logits."""
     if isinstance(output, (tuple, list)) and output:
@@ -244,6 +318,11 @@ class ModelTeacher:
         """Teacher logits [N, num_classes] for a batch; ``ids`` is ignored."""
         out = self.raw_logits(inputs)
         return out if self.label_map is None else self.label_map.expand(out)
+
+    def as_model(self) -> nn.Module:
+        """The old model as a module in the student's label space (:class:`LabelSpaceModel`
+        when a label map places it there), for predictions and comparisons."""
+        return self.model if self.label_map is None else LabelSpaceModel(self.model, self.label_map)
 
     def features(self, inputs: Any) -> torch.Tensor:
         """The old model's representation [N, D] from ``model.features`` (for CNA), detached."""

@@ -467,11 +467,35 @@ def test_an_old_model_with_fewer_classes_is_measured_in_the_new_label_space(scen
     )
     with torch.no_grad():
         old_answers = old(scenario.validation.inputs).argmax(dim=1).numpy() + 1  # classes 1–9
-    expected = compare(
-        old_answers, _predictions(result.model, scenario.validation), scenario.validation.labels
-    )
+    new_answers = _predictions(result.model, scenario.validation)
+    labels = scenario.validation.labels.numpy()
+    expected = compare(old_answers, new_answers, labels, old_classes=range(1, 10))
     assert result.history[0].negative_flip_rate == expected.negative_flip_rate
     assert (old_answers > 0).all()
+    # by hand: flips counted only where the label is a class the old model knows (1–9)
+    known = labels > 0
+    broken = (old_answers == labels) & (new_answers != labels) & known
+    assert expected.negative_flip_rate == broken.sum() / known.sum()
+    assert result.comparison.restriction.excluded == int((~known).sum()) > 0
+
+
+def test_old_classes_restrict_the_validation_comparison_of_plain_training(scenario, old_model):
+    settings = TrainSettings(epochs=1, batch_size=64, progress="none", select="last")
+    result = fit(
+        _new(),
+        scenario.new_train,
+        scenario.validation,
+        old_model=old_model,
+        old_classes=[0, 1, 2],
+        settings=settings,
+    )
+    labels = scenario.validation.labels.numpy()
+    old_answers = _predictions(old_model, scenario.validation)
+    new_answers = _predictions(result.model, scenario.validation)
+    known = labels <= 2
+    broken = (old_answers == labels) & (new_answers != labels) & known
+    assert result.history[0].negative_flip_rate == broken.sum() / known.sum()
+    assert result.comparison.total == int(known.sum())
 
 
 class _LastWeights(Hook):

@@ -28,6 +28,9 @@ Conventions:
 * Mixed precision: ``precision="bf16"`` (CUDA or CPU autocast) or ``"fp16"`` (CUDA, with a
   gradient scaler); gradients are unscaled before clipping and before the hooks see them.
 * Only rank 0 writes checkpoints, logs to the tracker and prints.
+* A growing label set: when the old model knows fewer classes (``old_classes=``, or the
+  teacher's ``class_mask``), the validation comparison counts only the examples whose label
+  it knows (``compare(..., old_classes=...)``), so NFR is not diluted by classes it never had.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from flipless.data.labeled import LabeledData
 from flipless.errors import InputError, MismatchError
 from flipless.losses.objective import TERMS, CompatibilityLoss
 from flipless.metrics.comparison import Comparison, compare
+from flipless.teachers import known_classes
 from flipless.train import distributed
 from flipless.train.batches import check_dataset, epoch_order, fetch, labels_of, to_device
 from flipless.train.hooks import HOOK_METHODS
@@ -102,6 +106,7 @@ class Trainer:
         teacher: Any = None,
         old_model: nn.Module | None = None,
         old_validation_predictions: Any = None,
+        old_classes: Sequence[int] | None = None,
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         settings: TrainSettings | None = None,
@@ -137,6 +142,13 @@ class Trainer:
         self.teacher = teacher
         self.old_model = old_model
         self.old_validation_predictions = old_validation_predictions
+        #: the classes the old model knows, when fewer than the new model's: the validation
+        #: comparison counts only examples labelled with one of them
+        self.old_classes = (
+            tuple(int(k) for k in old_classes)
+            if old_classes is not None
+            else known_classes(teacher)
+        )
         self.optimizer_factory = optimizer or (lambda p: torch.optim.AdamW(p, lr=1e-3))
         self.scheduler_factory = scheduler
         self.hooks = list(hooks)
@@ -240,7 +252,7 @@ class Trainer:
         if old_predictions is None:
             return float((new == labels).mean())
         ids = data.ids.numpy() if isinstance(data, LabeledData) else None
-        return compare(old_predictions, new, labels, ids=ids)
+        return compare(old_predictions, new, labels, ids=ids, old_classes=self.old_classes)
 
     # -- the loop ------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from flipless.inference.predict import predicted_classes
 from flipless.metrics.comparison import Comparison, compare
 from flipless.models.files import save_model
 from flipless.models.sources import OldModel, build_new_model, load_old_model, old_model_seed
+from flipless.teachers import ModelTeacher, known_classes, teacher_in_label_space
 from flipless.train.config import RunConfig
 from flipless.train.loop import fit
 from flipless.train.records import FitResult
@@ -104,19 +105,48 @@ def prepare_old_model(config: RunConfig, scenario: UpdateScenario, out: Path) ->
     return OldModel(old.eval(), tuple(class_names))
 
 
-def build_teacher(config: RunConfig, old: nn.Module, scenario: UpdateScenario, out: Path) -> Any:
-    """The teacher of the config's ``loss.teacher``: the live old model, or its logits cached
-    once over the new training split in ``out/teacher.safetensors``."""
-    from flipless.teachers import CachedTeacher, ModelTeacher
+def old_in_label_space(
+    old: nn.Module, scenario: UpdateScenario, old_class_names: tuple[str, ...] | None = None
+) -> ModelTeacher:
+    """The old model placed in the scenario's label space, matched by class name: its head's
+    rows are ``old_class_names`` (None: the scenario's classes, or the ``old_classes`` for a
+    head that narrow), and it knows only the scenario's ``old_classes``
+    (:func:`~flipless.teachers.teacher_in_label_space`). ``.as_model()`` predicts with it;
+    :func:`~flipless.teachers.known_classes` says which classes the flips are counted on."""
+    known = scenario.old_classes
+    with torch.no_grad():
+        output = old(_fetch_inputs(scenario.validation, torch.arange(1)))
+    width = int((output[0] if isinstance(output, (tuple, list)) else output).shape[1])
+    return teacher_in_label_space(
+        old,
+        scenario.class_names,
+        width,
+        old_class_names,
+        None if known is None or len(known) == scenario.num_classes else known,
+    )
 
+
+def build_teacher(
+    config: RunConfig,
+    old: nn.Module,
+    scenario: UpdateScenario,
+    out: Path,
+    old_class_names: tuple[str, ...] | None = None,
+) -> Any:
+    """The teacher of the config's ``loss.teacher``: the live old model, or its logits cached
+    once over the new training split in ``out/teacher.safetensors``; in the scenario's label
+    space either way (:func:`old_in_label_space`: classes the old model never had are masked)."""
+    from flipless.teachers import CachedTeacher
+
+    teacher = old_in_label_space(old, scenario, old_class_names)
     if config.loss.teacher == "model":
-        return ModelTeacher(old)
+        return teacher
     data = scenario.new_train
     batches = [
         (_fetch_inputs(data, chunk), data.ids[chunk])
         for chunk in torch.arange(len(data)).split(config.train.eval_batch_size)
     ]
-    return CachedTeacher.build(old, batches, out / "teacher.safetensors")
+    return CachedTeacher.build(teacher, batches, out / "teacher.safetensors")
 
 
 def _fetch_inputs(data: LabeledData, positions: torch.Tensor) -> Any:
@@ -151,7 +181,11 @@ def run_config(config: RunConfig) -> RunOutcome:
     old_source = prepare_old_model(config, scenario, out)
     old = old_source.model
     objective = build_objective(config, old)
-    teacher = build_teacher(config, old, scenario, out) if objective is not None else None
+    old_view = old_in_label_space(old, scenario, old_source.class_names)
+    old_classes = known_classes(old_view)  # None when the old model knows every class
+    teacher = None
+    if objective is not None:
+        teacher = build_teacher(config, old, scenario, out, old_source.class_names)
     tracker = None
     if config.tracking.mlflow is not None:
         from flipless.tracking import MlflowTracker
@@ -168,19 +202,21 @@ def run_config(config: RunConfig) -> RunOutcome:
             scenario.validation,
             objective=objective,
             teacher=teacher,
-            old_model=old,
+            old_model=old_view.as_model(),
+            old_classes=old_classes,
             optimizer=optimizer_factory(config),
             settings=config.train,
             tracker=tracker,
             output_dir=out / "new",
         )
         test = compare(
-            predicted_classes(old, scenario.test),
+            predicted_classes(old_view.as_model(), scenario.test),
             predicted_classes(result.model, scenario.test),
             scenario.test.labels.numpy(),
             ids=scenario.test.ids.numpy(),
             class_names=list(scenario.class_names),
             seed=config.seed,
+            old_classes=old_classes,
         )
         if tracker is not None:
             tracker.log_comparison(test, name="test_comparison")
