@@ -262,7 +262,13 @@ def _is_number(kind: pa.DataType) -> bool:
 
 
 def _is_string(kind: pa.DataType) -> bool:
-    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
+    """A string column, or one with no values at all (its empty cells are reported)."""
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python value it holds, for messages."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _is_image_struct(kind: pa.DataType) -> bool:
@@ -456,7 +462,7 @@ def _integer_labels(table: SplitTable, column: pa.ChunkedArray, name: str) -> np
         bad = np.flatnonzero(~np.isfinite(values) | (values != np.round(values)))
         if bad.size:
             raise InputError(
-                f"{table.where(int(bad[0]))}: label {values[bad[0]]!r} in column {name!r} is not "
+                f"{table.where(int(bad[0]))}: label {float(values[bad[0]])!r} in column {name!r} is not "
                 "a whole number; expected class indices (integers) or class names."
             )
     return values.astype(np.int64)
@@ -551,7 +557,7 @@ def _integer_ids(table: SplitTable, column: pa.ChunkedArray, name: str) -> np.nd
         bad = np.flatnonzero(~np.isfinite(values) | (values != np.round(values)))
         if bad.size:
             raise InputError(
-                f"{table.where(int(bad[0]))}: id {values[bad[0]]!r} in column {name!r} is not a "
+                f"{table.where(int(bad[0]))}: id {float(values[bad[0]])!r} in column {name!r} is not a "
                 "whole number; expected integer or string ids."
             )
     return values.astype(np.int64)
@@ -565,7 +571,7 @@ def _check_unique(table: SplitTable, ids: np.ndarray, shown: np.ndarray) -> None
         first = order[repeated[0] + 1]
         earlier = order[repeated[0]]
         raise InputError(
-            f"{table.where(int(first))}: id {shown[first]!r} already appears at row "
+            f"{table.where(int(first))}: id {_plain(shown[first])!r} already appears at row "
             f"{int(table.rows[earlier])} ({repeated.size} repeated id(s) in the "
             f"{table.split!r} split); expected a unique id per row. Fix the ids, or drop the id "
             "column to number the rows."
@@ -592,7 +598,7 @@ def _features(split: ResolvedSplit) -> np.ndarray:
         bad = np.flatnonzero(~np.isfinite(values))
         if bad.size:
             raise FileFormatError(
-                f"{table.where(int(bad[0]))}: feature {name!r} is {values[bad[0]]!r} "
+                f"{table.where(int(bad[0]))}: feature {name!r} is {float(values[bad[0]])!r} "
                 f"({bad.size} row(s) empty, NaN or infinite in this column); expected a finite "
                 "number in every row. Fill or drop those rows (or leave the column out of "
                 "features)."

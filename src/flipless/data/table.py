@@ -246,7 +246,8 @@ def read_table(path: Path, kind: str, string_columns: list[str] | None = None) -
                     delimiter="\t" if kind == "tsv" else ",", newlines_in_values=True
                 ),
                 convert_options=csv.ConvertOptions(
-                    column_types={name: pa.string() for name in string_columns or ()}
+                    column_types={name: pa.string() for name in string_columns or ()},
+                    strings_can_be_null=True,  # an empty cell is missing, and reported
                 ),
             )
         if kind == "parquet":
