@@ -35,6 +35,7 @@ from urllib.request import url2pathname
 
 from flipless.errors import FileFormatError, FliplessWarning, InputError, MissingExtraError
 from flipless.metrics.comparison import Comparison
+from flipless.metrics.schema import write_json
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -375,8 +376,9 @@ class MlflowTracker:
     ) -> None:
         """Log a :class:`~flipless.metrics.comparison.Comparison` as ``<name>.json`` and metrics.
 
-        The artifact is the comparison's JSON document (``Comparison.from_json`` reads it back;
-        ``instances=False`` leaves out the per-sample outcomes); ``name`` may contain ``/`` to
+        The artifact is one JSON document (``Comparison.from_json`` reads it back) with the
+        per-sample outcomes inline (``instances=False`` leaves them out), so that the one
+        artifact is the whole comparison; ``name`` may contain ``/`` to
         put it in a folder, and logging the same name again replaces it. The rates in
         :data:`HEADLINE_RATES` are logged as metrics ``<metric_prefix>/<rate>`` at ``step``
         (0 when None), NaN where a rate is undefined.
@@ -403,7 +405,7 @@ class MlflowTracker:
         )
         with tempfile.TemporaryDirectory(prefix="flipless-") as scratch:
             path = Path(scratch) / f"{stem}.json"
-            comparison.to_json(str(path), instances=instances)
+            write_json(comparison.to_dict(instances), path)
             self._client.log_artifact(self._run_id, str(path), artifact_path=folder or None)
 
     def log_artifact(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:

@@ -46,8 +46,11 @@ def files(tmp_path):
 
 def test_compare_prints_the_table_and_writes_json(files, tmp_path):
     out = tmp_path / "comparison.json"
+    instances = ["--instances", str(tmp_path / "instances.parquet")]  # flipped ids are per sample
     result = runner.invoke(
-        app, ["compare", str(files[0]), str(files[1]), "--slice", "region", "--json", str(out)]
+        app,
+        ["compare", str(files[0]), str(files[1]), "--slice", "region", "--json", str(out)]
+        + instances,
     )
     assert result.exit_code == 0, result.output
     assert "NFR" in result.output and "25.00 %" in result.output
@@ -202,6 +205,8 @@ def test_text_labels_with_scores_take_class_names_from_the_option(tmp_path):
             "cat,dog,owl",
             "--json",
             str(out),
+            "--instances",
+            str(tmp_path / "c.parquet"),
         ],
     )
     assert result.exit_code == 0, result.output

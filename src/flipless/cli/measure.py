@@ -8,10 +8,12 @@ import typer
 from rich.console import Console
 
 from flipless.cli.common import (
+    STDOUT,
     JsonOut,
     comparison_command,
     emit_json,
     human_console,
+    logs,
     reports_errors,
     with_example,
 )
@@ -21,6 +23,8 @@ from flipless.metrics.display import group_table, regressions_table, summary_tab
 COMPARE_EXAMPLE = """Examples:
 
   flipless compare old.csv new.csv --slice region --json comparison.json
+
+  flipless compare old.parquet new.parquet --json c.json --instances c.parquet
 
   flipless compare old.parquet new.parquet --json - | jq .counts
 """
@@ -55,11 +59,34 @@ def compare(
     top_flips: Annotated[
         int, typer.Option("--top-flips", min=0, help="How many regressions to list (0: none).")
     ] = 10,
+    instances_out: Annotated[
+        str | None,
+        typer.Option(
+            "--instances",
+            help="Also write every sample's outcome (id, label, both answers, flip flags) to "
+            "this Parquet file; the JSON names it and flipless report reads it.",
+        ),
+    ] = None,
 ) -> None:
-    """Compare two models' predictions: flip rates, per class, per slice, biggest regressions."""
+    """Compare two models' predictions: flip rates, per class, per slice, biggest regressions.
+
+    The JSON is a summary (counts, rates, per class, per slice, the top regressions); the
+    outcome of every sample goes to the --instances file, only when asked for.
+    """
+    from flipless.metrics.instance_file import write_instances
+    from flipless.metrics.schema import comparison_to_dict, recorded_path
+
     show_comparison(comparison, top_flips, human_console(json_out))
+    if instances_out is not None:  # compare_files keeps every sample's outcome
+        write_instances(comparison.instances, instances_out)
+        logs.print(f"Wrote {instances_out}", markup=False, soft_wrap=True)
     if json_out is not None:
-        emit_json(comparison.to_dict(), json_out)
+        document = comparison_to_dict(comparison, instances=False, top_regressions=top_flips)
+        if instances_out is not None:
+            document["instances_file"] = recorded_path(
+                instances_out, None if json_out == STDOUT else json_out
+            )
+        emit_json(document, json_out)
 
 
 @with_example(GATE_EXAMPLE)

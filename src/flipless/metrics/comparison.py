@@ -27,7 +27,12 @@ from flipless.metrics.outcomes import (
 from flipless.metrics.outputs import correctness, read_outputs
 from flipless.metrics.parts import Instances, SliceTable
 from flipless.metrics.restriction import OldClassRestriction, restrict_to_old_classes
-from flipless.metrics.schema import comparison_from_dict, comparison_to_dict, read_json, write_json
+from flipless.metrics.schema import (
+    comparison_from_dict,
+    comparison_to_dict,
+    read_comparison,
+    write_comparison,
+)
 from flipless.metrics.significance import Significance, significance
 from flipless.validation import check_same_length, first_few, to_group_labels
 
@@ -81,6 +86,8 @@ class Comparison:
         confidence, n_bootstrap, seed: settings of :attr:`significance`.
         restriction: when the counts cover only the examples whose label the old model knew
             (``compare(..., old_classes=...)``): which classes, and how many were left out.
+        listed_regressions: the top regressions a summary JSON listed, kept for a comparison
+            read without its instances (so that writing it again lists them again).
 
     The counts' rates are available directly: ``comparison.negative_flip_rate``,
     ``comparison.backward_trust_compatibility``, ``comparison.rate("...")`` (with the reason
@@ -102,6 +109,7 @@ class Comparison:
         n_bootstrap: int = 2000,
         seed: int = 0,
         restriction: OldClassRestriction | None = None,
+        listed_regressions: list[dict[str, Any]] | None = None,
     ) -> None:
         k = class_outcomes.shape[0]
         if class_outcomes.ndim != 2 or class_outcomes.shape[1] != NUM_OUTCOMES:
@@ -128,6 +136,7 @@ class Comparison:
         self.n_bootstrap = n_bootstrap
         self.seed = seed
         self.restriction = restriction
+        self.listed_regressions = listed_regressions
 
     @property
     def flip_matrix(self) -> np.ndarray:
@@ -267,11 +276,14 @@ class Comparison:
         """The JSON-ready document (schema in :mod:`flipless.metrics.schema`)."""
         return comparison_to_dict(self, instances)
 
-    def to_json(self, path: str | None = None, instances: bool = True) -> str:
-        """The JSON text; written atomically to ``path`` when given."""
-        document = self.to_dict(instances)
-        if path is not None:
-            write_json(document, path)
+    def to_json(self, path: str | None = None, instances: bool | str = True) -> str:
+        """The summary JSON text; written atomically to ``path`` when given.
+
+        With a ``path``, ``instances=True`` also writes every sample's outcome to the Parquet
+        file beside it (``c.json`` → ``c.instances.parquet``; a path: there), which the JSON
+        names and :meth:`from_json` reads back; ``False`` writes the summary only.
+        """
+        document = write_comparison(self, path, instances)
         return json.dumps(document, indent=1, allow_nan=False)
 
     @classmethod
@@ -280,9 +292,10 @@ class Comparison:
         return comparison_from_dict(document, cls)
 
     @classmethod
-    def from_json(cls, path: str) -> Comparison:
-        """Read a comparison written by :meth:`to_json`."""
-        return comparison_from_dict(read_json(path), cls)
+    def from_json(cls, path: str, instances: str | None = None) -> Comparison:
+        """Read a comparison written by :meth:`to_json`, with the instances file it names (or
+        ``instances``, the path of one) when there is one."""
+        return read_comparison(path, cls, instances)
 
 
 def _slice_columns(slices: Any, size: int) -> dict[str, np.ndarray]:
