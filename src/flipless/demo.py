@@ -21,8 +21,10 @@ Everything is seeded; the same seed gives the same numbers on the same machine.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,7 +37,9 @@ from flipless.merge.selection import interpolation_candidates, select_old_weight
 from flipless.metrics.comparison import Comparison, compare
 from flipless.models.vision import MLP
 from flipless.teachers import ModelTeacher
+from flipless.train.hooks import Hook
 from flipless.train.loop import fit
+from flipless.train.progress import epoch_line
 from flipless.train.settings import TrainSettings
 
 OLD_TRAIN_SHARE = 0.3
@@ -46,7 +50,8 @@ SETTINGS = {"epochs": 30, "batch_size": 64, "clip_grad_norm": 2.0, "select": "ac
 
 @dataclass
 class DemoUpdate:
-    """The scenario and, per method, the new model's comparison with the old one on test."""
+    """The scenario and, per method, the new model's comparison with the old one on test
+    and its kept epoch (numbered from 1)."""
 
     scenario: UpdateScenario
     comparisons: dict[str, Comparison]
@@ -83,6 +88,18 @@ class DemoUpdate:
         }
 
 
+class EpochLog(Hook):
+    """One labelled line per epoch (``old model  epoch 3/30  loss …``) through ``log``."""
+
+    def __init__(self, label: str, epochs: int, log: Callable[[str], None]) -> None:
+        self.label = label
+        self.epochs = epochs
+        self.log = log
+
+    def on_epoch_end(self, trainer: Any, record: Any) -> None:
+        self.log(f"  {self.label}  {epoch_line(record, self.epochs)}")
+
+
 def _mlp(seed: int) -> MLP:
     torch.manual_seed(seed)
     return MLP(64, 10, hidden=(128,))
@@ -97,23 +114,49 @@ def _predict(model: torch.nn.Module, inputs: torch.Tensor) -> np.ndarray:
         return model.eval()(inputs).argmax(dim=1).numpy()
 
 
-def run_demo(seed: int = 0, methods: tuple[str, ...] = METHODS) -> DemoUpdate:
-    """Train the old model and one new model per method; compare each with the old on test."""
+def run_demo(
+    seed: int = 0,
+    methods: tuple[str, ...] = METHODS,
+    log: Callable[[str], None] | None = None,
+) -> DemoUpdate:
+    """Train the old model and one new model per method; compare each with the old on test.
+
+    ``log``, when given, receives a line as each phase starts and a labelled line per epoch
+    of every model trained.
+    """
+
+    def say(text: str) -> None:
+        if log is not None:
+            log(text)
+
+    def logged(label: str) -> list[Hook]:
+        return [] if log is None else [EpochLog(label, settings.epochs, log)]
+
+    phases = len(methods) + 3  # the old model, one per method, fine-tuning, choosing α
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small matrices: one thread is fastest and repeatable
     try:
         scenario = make_update_scenario(load_digits(seed=seed), OLD_TRAIN_SHARE, seed=seed)
         settings = TrainSettings(**SETTINGS, seed=seed, progress="none")
+        say(
+            f"[1/{phases}] old model: {len(scenario.old_train)} images "
+            f"({OLD_TRAIN_SHARE:.0%} of the training split), {settings.epochs} epochs"
+        )
         old = fit(
             _mlp(seed + 100),
             scenario.old_train,
             scenario.validation,
             optimizer=_sgd,
             settings=settings,
+            hooks=logged("old model"),
         ).model
         old_test = _predict(old, scenario.test.inputs)
         comparisons, kept = {}, {}
-        for name in methods:
+        for phase, name in enumerate(methods, start=2):
+            say(
+                f"[{phase}/{phases}] new model, {name}: {len(scenario.new_train)} images, "
+                f"{settings.epochs} epochs"
+            )
             options = {}
             if name != "cross-entropy":
                 options = {"objective": build_loss(name), "teacher": ModelTeacher(old)}
@@ -124,9 +167,10 @@ def run_demo(seed: int = 0, methods: tuple[str, ...] = METHODS) -> DemoUpdate:
                 old_model=old,
                 optimizer=_sgd,
                 settings=settings,
+                hooks=logged(f"new {name}"),
                 **options,
             )
-            kept[name] = result.best_epoch
+            kept[name] = result.kept_epoch
             comparisons[name] = compare(
                 old_test,
                 _predict(result.model, scenario.test.inputs),
@@ -135,6 +179,10 @@ def run_demo(seed: int = 0, methods: tuple[str, ...] = METHODS) -> DemoUpdate:
                 class_names=list(scenario.class_names),
                 seed=seed,
             )
+        say(
+            f"[{phases - 1}/{phases}] the old model fine-tuned on {len(scenario.new_train)} "
+            f"images, {settings.epochs} epochs"
+        )
         fine_tuned = fit(
             copy.deepcopy(old).requires_grad_(True),  # the teachers froze the old model
             scenario.new_train,
@@ -142,6 +190,11 @@ def run_demo(seed: int = 0, methods: tuple[str, ...] = METHODS) -> DemoUpdate:
             old_model=old,
             optimizer=_sgd,
             settings=settings,
+            hooks=logged("fine-tuned"),
+        )
+        say(
+            f"[{phases}/{phases}] bcwi: choosing the old weight α on "
+            f"{len(scenario.validation)} validation images ({BCWI_RULE})"
         )
         selection = select_old_weight(
             interpolation_candidates(old, [fine_tuned.model]),
@@ -151,8 +204,8 @@ def run_demo(seed: int = 0, methods: tuple[str, ...] = METHODS) -> DemoUpdate:
         )
         interpolated = interpolate(old, fine_tuned.model, selection.chosen)
         for name, model, epoch in (
-            ("fine-tuned", fine_tuned.model, fine_tuned.best_epoch),
-            ("bcwi", interpolated, fine_tuned.best_epoch),
+            ("fine-tuned", fine_tuned.model, fine_tuned.kept_epoch),
+            ("bcwi", interpolated, fine_tuned.kept_epoch),
         ):
             kept[name] = epoch
             comparisons[name] = compare(

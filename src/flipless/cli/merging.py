@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+import math
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -9,9 +12,26 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from flipless.cli.common import console, percent, reports_errors, split_list
+from flipless.cli.common import (
+    console,
+    logs,
+    percent,
+    reports_errors,
+    split_list,
+    with_example,
+)
+
+EXAMPLE = """Examples:
+
+  flipless interpolate old.safetensors new.safetensors --old-weight 0.3 --out merged
+
+  flipless interpolate old.safetensors new.safetensors --select --dev digits --out merged
+
+  flipless interpolate old/ new-a/ new-b/ --soup-weights 2,1 --rule 'head.*=0' --old-weight 0.3 --out merged
+"""
 
 
+@with_example(EXAMPLE)
 @reports_errors
 def interpolate(
     old: Annotated[Path, typer.Argument(help="The old checkpoint (file or model folder).")],
@@ -34,7 +54,8 @@ def interpolate(
         list[str] | None,
         typer.Option(
             "--new-class-rows",
-            help="TENSOR=ROWS, e.g. head.weight=10,11: rows copied from the new model(s).",
+            help="TENSOR=ROWS, e.g. head.weight=10,11 or head.weight=100-149: rows copied "
+            "from the new model(s).",
         ),
     ] = None,
     integer_buffers: Annotated[
@@ -63,48 +84,48 @@ def interpolate(
     from flipless.merge.files import interpolate_files, select_for_files, write_selection
     from flipless.merge.policy import MergePolicy
 
-    weights = [float(x) for x in split_list(soup_weights)] if soup_weights else None
-    rules = []
-    for option in rule_options or []:
-        pattern, _, value = option.rpartition("=")
-        if not pattern:
-            raise InputError(f"--rule {option!r}: expected PATTERN=α, e.g. 'head.*=0'.")
-        rules.append((pattern, float(value)))
-    rows: dict[str, list[int]] = {}
-    for option in new_class_rows or []:
-        tensor, _, indices = option.partition("=")
-        if not tensor or not indices:
-            raise InputError(
-                f"--new-class-rows {option!r}: expected TENSOR=ROWS, e.g. head.bias=10,11."
-            )
-        rows[tensor] = [int(x) for x in split_list(indices)]
+    weights = None
+    if soup_weights:
+        weights = [
+            parse_number(item, "--soup-weights", soup_weights, "2,1")
+            for item in split_list(soup_weights)
+        ]
+    rules = [parse_rule(option) for option in rule_options or []]
+    rows = dict(parse_rows(option) for option in new_class_rows or [])
+    if rules:
+        check_rule_patterns([pattern for pattern, _ in rules], old)
+    base = MergePolicy(
+        0.0, rules=tuple(rules), integer_buffers=integer_buffers, new_class_rows=rows
+    )
     selection = None
     if select:
         if dev is None:
             raise InputError("--select needs --dev: the data set whose validation split chooses α.")
         if old_weight is not None:
             raise InputError("give --old-weight or --select, not both.")
-        from flipless.train.config import DataConfig, RunConfig
         from flipless.train.recipe import load_scenario
 
-        scenario = load_scenario(
-            RunConfig(output_dir=str(out), seed=seed, data=DataConfig(name=dev, path=data_path))
-        )
-        console.print(
+        scenario = load_scenario(dev_config(dev, data_path, seed, out))
+        logs.print(
             f"choosing α on {len(scenario.validation)} validation samples of {dev} "
-            f"(rule {selection_rule}) …"
+            f"(rule {selection_rule}) …",
+            markup=False,
         )
         selection = select_for_files(
-            old, news, scenario.validation, rule=selection_rule, fisher=fisher, soup_weights=weights
+            old,
+            news,
+            scenario.validation,
+            rule=selection_rule,
+            fisher=fisher,
+            soup_weights=weights,
+            policy=base,
         )
         console.print(selection_table(selection))
         console.print(Text(selection.reason))
         old_weight = selection.chosen
     if old_weight is None:
         raise InputError("give --old-weight α (0 = new model, 1 = old model) or --select.")
-    policy = MergePolicy(
-        old_weight, rules=tuple(rules), integer_buffers=integer_buffers, new_class_rows=rows
-    )
+    policy = base.with_old_weight(old_weight)
     written = interpolate_files(
         old,
         news,
@@ -116,7 +137,86 @@ def interpolate(
     )
     if selection is not None:
         write_selection(selection, written / "selection.json")
-    console.print(f"Wrote {written} (old weight {old_weight:g}).", highlight=False)
+    logs.print(f"Wrote {written} (old weight {old_weight:g}).", markup=False)
+
+
+def parse_number(text: str, option: str, given: str, example: str) -> float:
+    """``text`` as a finite number, or an InputError naming ``option`` and an example."""
+    from flipless.errors import InputError
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise InputError(f"{option} {given!r}: {text!r} is not a number; expected e.g. {example}.")
+    return value
+
+
+def parse_rule(option: str) -> tuple[str, float]:
+    """``PATTERN=α`` → (pattern, α); the pattern may itself hold '=' (the last one splits)."""
+    from flipless.errors import InputError
+
+    pattern, _, value = option.rpartition("=")
+    if not pattern or not value:
+        raise InputError(f"--rule {option!r}: expected PATTERN=α, e.g. 'head.*=0'.")
+    return pattern, parse_number(value, "--rule", option, "'head.*=0'")
+
+
+def parse_rows(option: str) -> tuple[str, list[int]]:
+    """``TENSOR=ROWS`` → (tensor name, row indices ≥ 0); ROWS are indices and inclusive
+    ranges separated by commas: ``head.weight=7,8,9`` or ``head.weight=100-149``."""
+    from flipless.errors import InputError
+
+    tensor, _, indices = option.rpartition("=")
+    items = split_list(indices)
+    bounds = [item.partition("-")[::2] for item in items]
+    well_formed = all(
+        first.isdigit() and (not last or (last.isdigit() and int(last) >= int(first)))
+        for first, last in bounds
+    )
+    if not tensor or not items or not well_formed:
+        raise InputError(
+            f"--new-class-rows {option!r}: expected TENSOR=ROWS, row indices ≥ 0 or ranges "
+            "FIRST-LAST separated by commas, e.g. head.bias=10,11 or head.bias=100-149."
+        )
+    rows = []
+    for first, last in bounds:
+        rows.extend(range(int(first), int(last or first) + 1))
+    return tensor, rows
+
+
+def check_rule_patterns(patterns: list[str], old: Path) -> None:
+    """Every ``--rule`` pattern matches a tensor of the old checkpoint, or an InputError that
+    names the tensor names closest to it (a typo, most often)."""
+    from flipless.errors import InputError
+    from flipless.merge.streaming import open_checkpoint
+
+    names = list(open_checkpoint(old).tensors)
+    for pattern in patterns:
+        if not any(fnmatchcase(name, pattern) for name in names):
+            closest = difflib.get_close_matches(pattern, names, n=3, cutoff=0.0)
+            raise InputError(
+                f"--rule {pattern!r} matches no tensor of {old}; the closest names are "
+                f"{', '.join(closest)}. Patterns are fnmatch globs on tensor names, e.g. 'head.*'."
+            )
+
+
+def dev_config(dev: str, data_path: str | None, seed: int, out: Path) -> Any:
+    """The run config whose scenario gives --select its dev split (checked as a config is)."""
+    from flipless.errors import InputError
+    from flipless.train.config import parse_config
+
+    document = {
+        "output_dir": str(out),
+        "seed": seed,
+        "data": {"name": dev} | ({"path": data_path} if data_path is not None else {}),
+        "old": {"train_epochs": 1},
+    }
+    try:
+        return parse_config(document)
+    except InputError as error:
+        raise InputError(f"--dev {dev!r} / --data-path: {error}") from None
 
 
 def selection_table(selection: Any) -> Table:

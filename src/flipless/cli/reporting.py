@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -13,15 +12,15 @@ from flipless.cli.common import console, reports_errors
 @reports_errors
 def report(
     source: Annotated[
-        Path,
+        str,  # not Path: a URL (s3://bucket/results.jsonl) must keep its //
         typer.Argument(
             help="A comparison JSON (flipless compare --json) or a sweep results store "
-            "(.jsonl / .parquet)."
+            "(.jsonl / .parquet); a path or a URL."
         ),
     ],
-    out: Annotated[Path, typer.Option("--out", help="The HTML file to write.")] = Path(
-        "report.html"
-    ),
+    out: Annotated[
+        str, typer.Option("--out", help="The HTML file to write (a path or a URL).")
+    ] = "report.html",
     title: Annotated[str | None, typer.Option("--title", help="The report's title.")] = None,
     max_instances_per_point: Annotated[
         int,
@@ -32,12 +31,13 @@ def report(
     ] = 10_000,
 ) -> None:
     """Write the interactive HTML report of a comparison or a sweep (one self-contained file)."""
+    from flipless import remote
     from flipless.report import write_report
 
     written = write_report(
         source, out, title=title, max_instances_per_point=max_instances_per_point
     )
-    size = written.stat().st_size / 2**20
+    size = remote.size(written) / 2**20
     console.print(
         f"Wrote {written} ({size:.1f} MiB); open it in a browser.", highlight=False, soft_wrap=True
     )

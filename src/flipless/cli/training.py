@@ -9,13 +9,29 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from flipless.cli.common import console, methods_table, reports_errors
+from flipless.cli.common import console, logs, methods_table, reports_errors, with_example
 from flipless.metrics.display import regressions_table
 
+TRAIN_EXAMPLE = """Example:
 
+  flipless train run.toml --progress log 2> train.log
+"""
+SWEEP_EXAMPLE = """Example (a rerun resumes: only missing points run):
+
+  flipless sweep examples/sweep-digits.toml --workers 2
+"""
+DEMO_EXAMPLE = """Example:
+
+  flipless demo --out flipless-demo 2> demo.log
+"""
+
+
+@with_example(TRAIN_EXAMPLE)
 @reports_errors
 def train(
-    config: Annotated[Path, typer.Argument(help="A TOML or YAML run configuration.")],
+    config: Annotated[  # str, not Path: a URL (s3://bucket/run.toml) must keep its //
+        str, typer.Argument(help="A TOML or YAML run configuration (a path or a URL).")
+    ],
     progress: Annotated[
         str | None, typer.Option("--progress", help="bar, log or none (overrides the config).")
     ] = None,
@@ -38,14 +54,17 @@ def train(
     outcome = run_config(run)
     console.print(methods_table({run.loss.preset: outcome.test_comparison}))
     console.print(
-        f"kept epoch {outcome.result.best_epoch + 1} by rule {outcome.result.rule!r} on "
+        f"kept epoch {outcome.result.kept_epoch} by rule {outcome.result.rule!r} on "
         f"validation; files in {outcome.output_dir}"
     )
 
 
+@with_example(SWEEP_EXAMPLE)
 @reports_errors
 def sweep(
-    config: Annotated[Path, typer.Argument(help="A TOML or YAML sweep configuration.")],
+    config: Annotated[
+        str, typer.Argument(help="A TOML or YAML sweep configuration (a path or a URL).")
+    ],
     workers: Annotated[
         int | None, typer.Option("--workers", help="Local worker processes (overrides the config).")
     ] = None,
@@ -53,9 +72,9 @@ def sweep(
         str | None, typer.Option("--backend", help="local or ray (overrides the config).")
     ] = None,
     store: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
-            "--store", help="The results file, .jsonl or .parquet (overrides the config)."
+            "--store", help="The local results file, .jsonl or .parquet (overrides the config)."
         ),
     ] = None,
     quiet: Annotated[
@@ -80,9 +99,11 @@ def sweep(
         load_sweep_config(config), workers=workers, backend=backend, store=store
     )
     check_data(settings.base.data)  # files, columns and labels, before the old model trains
-    outcome = run_sweep(settings, quiet=quiet, new_store=force_new_store, console=console)
+    outcome = run_sweep(
+        settings, quiet=quiet or logs.quiet, new_store=force_new_store, console=logs
+    )
     if outcome.moved_to is not None:
-        console.print(f"The previous store and its files are in {outcome.moved_to}.")
+        logs.print(f"The previous store and its files are in {outcome.moved_to}.", markup=False)
     console.print(front_table(outcome.records))
     selection = select_point(outcome.records, settings.select)
     console.print(Text(f"Chosen on dev by {selection.rule}: {selection.reason}"))
@@ -93,26 +114,39 @@ def sweep(
     )
 
 
+@with_example(DEMO_EXAMPLE)
 @reports_errors
 def demo(
     seed: Annotated[int, typer.Option("--seed", help="Seed of data splits and training.")] = 0,
     out: Annotated[
-        Path, typer.Option("--out", help="Folder for the comparisons and the summary (JSON).")
+        Path,
+        typer.Option("--out", help="Folder for the comparisons, the summary and the report."),
     ] = Path("flipless-demo"),
     top_flips: Annotated[
-        int, typer.Option("--top-flips", help="How many regressions of the plain update to list.")
+        int,
+        typer.Option(
+            "--top-flips", min=0, help="How many regressions of the plain update to list."
+        ),
     ] = 5,
 ) -> None:
-    """Train an old and three new digit classifiers (plain, fd-kl, ldi) and compare them."""
-    from flipless.demo import run_demo
+    """Train an old digit classifier, then five updates (plain, fd-kl, ldi, fine-tuned, bcwi);
+    compare each with the old model, gate it, and write JSON and an HTML report.
+
+    Progress (each phase, and every model's epochs, labelled) goes to standard error; the
+    tables to standard output.
+    """
+    from flipless.demo import run_demo, write_demo_report
     from flipless.gate import evaluate_gate
 
-    console.print(
-        "[bold]flipless demo[/]: handwritten digits (scikit-learn), MLP 64-128-10, seed "
-        f"{seed}.\nTraining the old model on 30 % of the training split and new models on all "
-        "of it: plain, fd-kl, ldi, and the old model fine-tuned then interpolated back (bcwi) …"
+    logs.print(
+        Text.assemble(
+            ("flipless demo", "bold"),
+            f": handwritten digits (scikit-learn), MLP 64-128-10, seed {seed}. The old model "
+            "learns 30 % of the training split; the new models learn all of it: plain, fd-kl, "
+            "ldi, and the old model fine-tuned, then interpolated back (bcwi).",
+        )
     )
-    update = run_demo(seed)
+    update = run_demo(seed, log=lambda line: logs.print(line, markup=False))
     scenario = update.scenario
     console.print(
         f"old model: {len(scenario.old_train)} images; new models: {len(scenario.new_train)}; "
@@ -123,7 +157,7 @@ def demo(
     console.print(
         f"bcwi: old weight α = {update.old_weight:g}, chosen on validation by the rule "
         f"{update.summary()['bcwi']['rule']}.",
-        highlight=False,
+        markup=False,
     )
     plain = update.comparisons["cross-entropy"]
     if top_flips > 0 and plain.negative_flips:
@@ -134,14 +168,14 @@ def demo(
         mark = Text("pass", style="green") if verdict.passed else Text("FAIL", style="red")
         detail = "; ".join(check.detail for check in verdict.checks)
         console.print(Text("  ").append(mark).append(f" {name}: {detail}"))
+    logs.print(f"writing the comparisons, the summary and the report to {out} …", markup=False)
     out.mkdir(parents=True, exist_ok=True)
     for name, comparison in update.comparisons.items():
         comparison.to_json(str(out / f"{name}.json"))
     (out / "summary.json").write_text(json.dumps(update.summary(), indent=1, default=str) + "\n")
-    console.print(
-        f"\nWrote {out}/summary.json and one comparison per method ({out}/<method>.json)."
-    )
-    from flipless.demo import write_demo_report
-
     report = write_demo_report(update, out / "report.html")
-    console.print(f"Wrote the interactive report {report}: open it in a browser.", highlight=False)
+    console.print(
+        f"\nWrote {out}/summary.json and one comparison per method ({out}/<method>.json).",
+        markup=False,
+    )
+    console.print(f"Wrote the interactive report {report}: open it in a browser.", markup=False)

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from flipless import remote
 from flipless.errors import FileFormatError, InputError
 from flipless.io.columns import ID_NAMES, find
 from flipless.validation import to_numpy
@@ -75,17 +76,19 @@ def load_frame(path: Path, kind: str, id_column: str | None) -> pd.DataFrame:
         ) from error
 
 
-def _load_csv(path: Path, id_column: str | None) -> pd.DataFrame:
+def _load_csv(path: str | Path, id_column: str | None) -> pd.DataFrame:
     """Read a CSV file, its id column as text (so "007" and "1e5" stay as written)."""
-    header = [str(name) for name in pd.read_csv(path, nrows=0).columns]
-    id_name = find(str(path), header, ID_NAMES, id_column, "id", "column")
-    return pd.read_csv(path, dtype={id_name: str} if id_name is not None else None)
+    with remote.open_for_reading(path) as stream:
+        header = [str(name) for name in pd.read_csv(stream, nrows=0).columns]
+        id_name = find(str(path), header, ID_NAMES, id_column, "id", "column")
+        stream.seek(0)
+        return pd.read_csv(stream, dtype={id_name: str} if id_name is not None else None)
 
 
-def _load_jsonl(path: Path) -> pd.DataFrame:
+def _load_jsonl(path: str | Path) -> pd.DataFrame:
     """Read JSON lines: one object per non-blank line."""
     records = []
-    with path.open(encoding="utf-8") as stream:
+    with remote.open_for_reading(path, "r") as stream:
         for number, line in enumerate(stream, start=1):
             if not line.strip():
                 continue
@@ -106,10 +109,10 @@ def _load_jsonl(path: Path) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
-def load_npz(path: Path) -> tuple[dict[str, np.ndarray], Any]:
+def load_npz(path: str | Path) -> tuple[dict[str, np.ndarray], Any]:
     """The arrays of an npz archive (no pickles), and its ``class_names`` entry if any."""
     try:
-        with path.open("rb") as stream:  # numpy leaves its own handle open when a zip is bad
+        with remote.open_for_reading(path) as stream:  # numpy leaves its handle open on bad zips
             archive = np.load(stream, allow_pickle=False)
             if not isinstance(archive, np.lib.npyio.NpzFile):
                 raise FileFormatError(
@@ -127,14 +130,14 @@ def load_npz(path: Path) -> tuple[dict[str, np.ndarray], Any]:
     return arrays, arrays.pop("class_names", None)
 
 
-def load_result(path: Path) -> tuple[dict[str, np.ndarray], Any]:
+def load_result(path: str | Path) -> tuple[dict[str, np.ndarray], Any]:
     """The tensors of a torch-saved prediction dict, loaded with ``weights_only=True`` only."""
     import torch
 
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), remote.open_for_reading(path) as stream:
             warnings.simplefilter("ignore", UserWarning)  # torch warns before refusing a pickle
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
+            loaded = torch.load(stream, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         raise FileFormatError(
             f"{path} is not a prediction dict that can be loaded safely: "
@@ -176,11 +179,11 @@ def _unpickler_reason(error: BaseException) -> str:
     return reason.split(". ")[0] or _first_line(error)
 
 
-def read_json(path: Path, strict: bool = True) -> Any:
+def read_json(path: str | Path, strict: bool = True) -> Any:
     """A JSON document; an unreadable one raises, or gives None when not ``strict``."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
+        return json.loads(remote.read_text(path))
+    except (OSError, ValueError, FileFormatError) as error:
         if not strict:
             return None
         raise FileFormatError(

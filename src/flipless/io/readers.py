@@ -56,6 +56,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from flipless import remote
 from flipless.errors import FileFormatError, InputError
 from flipless.io.columns import (
     ID_NAMES,
@@ -118,7 +119,8 @@ def read_predictions(
     """Read a prediction file (csv, parquet, jsonl, npz or result; see the module docstring).
 
     Args:
-        path: the file.
+        path: the file: a local path or a URL such as ``s3://bucket/old.parquet``
+            (:mod:`flipless.remote`).
         id_column, label_column, prediction_column: the column (npz: array; result: key)
             holding the sample ids, true labels or predicted labels; default: detected by name.
         score_columns: several columns of scores (one per class, in class order), or the name
@@ -136,7 +138,7 @@ def read_predictions(
         what = "is a folder" if path.is_dir() else "does not exist"
         raise FileFormatError(f"{source} {what}; expected a prediction file. Check the path.")
     kind = detect_format(path, file_format)
-    if path.stat().st_size == 0:
+    if remote.size(path) == 0:
         raise FileFormatError(f"{source} is empty (0 bytes); expected {kind} predictions.")
     chosen = Chosen(id_column, label_column, prediction_column, score_columns)
     if kind in ("npz", "result"):
@@ -346,15 +348,15 @@ def _classes(values: np.ndarray, role: str, ids: np.ndarray, source: str) -> np.
 
 # Class names -----------------------------------------------------------------------------------
 def _declared_class_names(
-    path: Path, given: Sequence[str] | None, in_file: Any
+    path: str | Path, given: Sequence[str] | None, in_file: Any
 ) -> tuple[str, ...] | None:
     """Class names from the argument, the file, ``<file>.classes.json`` or ``info.json``."""
     if given is not None:
         return _unique_names(given, "class_names")
     if in_file is not None:
         return _unique_names(np.asarray(in_file).tolist(), f"{path}'s class_names")
-    sidecar = path.with_name(path.name + ".classes.json")
-    if sidecar.is_file():
+    sidecar = remote.sibling(path, remote.name_of(path) + ".classes.json")
+    if remote.is_file(sidecar):
         document = read_json(sidecar)
         names = document.get("labels") if isinstance(document, dict) else document
         if not isinstance(names, list):
@@ -363,8 +365,8 @@ def _declared_class_names(
                 '["cat", "dog"], or an object with a "labels" list.'
             )
         return _unique_names(names, str(sidecar))
-    info = path.with_name("info.json")
-    if info.is_file():
+    info = remote.sibling(path, "info.json")
+    if remote.is_file(info):
         document = read_json(info, strict=False)
         if isinstance(document, dict) and isinstance(document.get("labels"), list):
             return _unique_names(document["labels"], f"{info} (its 'labels')")

@@ -5,13 +5,17 @@ included) and, in its metadata, the architecture's registry name and the keyword
 build it, so :func:`load_model` rebuilds the model through
 :func:`~flipless.models.registry.build_model` and loads the weights strictly. This is how an
 old model is stored for compatible training.
+
+Every path may be a URL (``s3://bucket/old.safetensors``; see :mod:`flipless.remote`): a save
+is uploaded only once the file is complete, and a load downloads the file to a temporary
+folder first (safetensors maps a local file into memory).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from flipless import remote
 from flipless.errors import FileFormatError, InputError, MissingFileError
 from flipless.models.registry import build_model
 
@@ -37,14 +42,15 @@ class ModelInfo:
 
 def save_model(
     model: nn.Module, path: str | os.PathLike[str], metadata: Mapping[str, Any] | None = None
-) -> Path:
+) -> str | Path:
     """Write ``model``'s weights and how to rebuild it to one safetensors file, atomically.
 
     The safetensors metadata holds ``format`` (``flipless.model``), ``architecture`` (the
     registry name), ``kwargs`` (JSON) and ``metadata`` (the JSON of the caller's ``metadata``,
     e.g. the epoch or the data version). The file is written to a temporary name in the same
-    folder and renamed over ``path``, so a crash never leaves a half-written checkpoint.
-    Tensors shared between two names are stored once. Returns the path.
+    folder and renamed over ``path`` (for a URL: uploaded once complete), so a crash never
+    leaves a half-written checkpoint. Tensors shared between two names are stored once.
+    Returns the path (a URL stays a string).
     """
     from safetensors.torch import save_model as save_weights
 
@@ -68,31 +74,36 @@ def save_model(
             f"the checkpoint metadata must be JSON-serialisable (str, numbers, lists, dicts): "
             f"{exc}. Convert the offending values, e.g. with str()."
         ) from exc
-    path = Path(path)
-    if not path.parent.is_dir():
+    path = remote.as_path(path)
+    if isinstance(path, Path) and not path.parent.is_dir():
         raise InputError(
             f"cannot save {path}: the folder {path.parent} does not exist; create it first."
         )
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_weights(model, tmp, metadata=header)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with remote.atomic_local_file(path) as temporary:
+        save_weights(model, str(temporary), metadata=header)
     return path
 
 
 def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:
     """The architecture, build kwargs and user metadata of a checkpoint from :func:`save_model`."""
+    path = remote.as_path(path)
+    with _checkpoint_copy(path) as local:
+        return _read_info(local, path)
+
+
+def _checkpoint_copy(path: str | Path) -> contextlib.AbstractContextManager[Path]:
+    """A local file with the checkpoint's content (the file itself when it is local)."""
+    if not remote.is_file(path):
+        raise MissingFileError(f"no model checkpoint at {path}: the file does not exist.")
+    return remote.local_copy(path)
+
+
+def _read_info(local: Path, path: str | Path) -> ModelInfo:
+    """What :func:`read_model_info` returns, read from ``local``; messages name ``path``."""
     from safetensors import safe_open
 
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"no model checkpoint at {path}: the file does not exist.")
     try:
-        with safe_open(str(path), framework="pt") as handle:
+        with safe_open(str(local), framework="pt") as handle:
             header = handle.metadata() or {}
     except Exception as exc:
         raise FileFormatError(
@@ -129,15 +140,22 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
     model, with the same shape, else :class:`FileFormatError`. Returned in eval mode (call
     ``.train()`` to fine-tune) on ``device``.
     """
+    path = remote.as_path(path)
+    with _checkpoint_copy(path) as local:
+        return _load(local, path).to(device).eval()
+
+
+def _load(local: Path, path: str | Path) -> nn.Module:
+    """The model of the checkpoint ``local``; messages name ``path``."""
     from safetensors.torch import load_model as load_weights
 
-    info = read_model_info(path)
+    info = _read_info(local, path)
     try:
         model = build_model(info.architecture, **info.kwargs)
     except InputError as exc:
         raise FileFormatError(f"{path}: cannot rebuild the saved model: {exc}") from exc
     try:
-        missing, unexpected = load_weights(model, str(path), strict=False)
+        missing, unexpected = load_weights(model, str(local), strict=False)
     except Exception as exc:
         raise FileFormatError(
             f"{path}: the weights do not fit a {info.architecture!r} model built with "
@@ -149,4 +167,4 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
             f"{info.kwargs}: missing {sorted(missing)}, unexpected {sorted(unexpected)}. "
             "The file was changed after save_model wrote it, or written by other code."
         )
-    return model.to(device).eval()
+    return model

@@ -41,13 +41,14 @@ def write_report(
     title: str | None = None,
     max_instances_per_point: int | None = MAX_INSTANCES_PER_POINT,
     base_dir: str | os.PathLike[str] | None = None,
-) -> Path:
+) -> str | Path:
     """Write the report of ``source`` to the HTML file ``out`` and return its path.
 
     Args:
         source: a Comparison; the path of a comparison JSON; a mapping name → Comparison (several
             new models against one old model); sweep records, or the path of a sweep results
-            store (.jsonl / .parquet).
+            store (.jsonl / .parquet). Paths may be URLs (``s3://…``; :mod:`flipless.remote`),
+            as may ``out``.
         inputs: grey-level images (8×8 digits, 28×28 MNIST-like), one per row of the
             comparison, drawn as thumbnails of the rows where a model is wrong.
         texts: one text per row (text inputs), shown and searched in the table.

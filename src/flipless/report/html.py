@@ -17,11 +17,11 @@ import hashlib
 import html
 import json
 import os
-import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from flipless import remote
 from flipless.errors import FliplessError, InputError
 from flipless.report.payload import Payload
 
@@ -107,25 +107,24 @@ def render_html(payload: Payload) -> str:
     )
 
 
-def write_html(payload: Payload, out: str | os.PathLike[str]) -> Path:
-    """Write the report atomically (temporary file beside ``out``, then rename); return its path."""
-    target = Path(out)
-    if target.is_dir():
+def write_html(payload: Payload, out: str | os.PathLike[str]) -> str | Path:
+    """Write the report atomically; return its path (a URL such as ``s3://…`` stays one).
+
+    The text goes to a temporary file, renamed over ``out`` (or uploaded once complete; see
+    :mod:`flipless.remote`).
+    """
+    target = remote.as_path(out)
+    if remote.is_dir(target):
         raise InputError(f"{target} is a folder; expected the path of the HTML file to write.")
-    if not target.parent.is_dir():
+    if isinstance(target, Path) and not target.parent.is_dir():
         raise InputError(
             f"The folder {target.parent} does not exist; create it or choose another --out."
         )
     text = render_html(payload)
-    descriptor, temporary = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
-    )
     try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(temporary, 0o644)  # mkstemp makes it private; a report is for sharing
-        os.replace(temporary, target)
+        with remote.atomic_local_file(target) as temporary:
+            temporary.write_text(text, encoding="utf-8")
+            os.chmod(temporary, 0o644)  # mkstemp makes it private; a report is for sharing
     except OSError as error:
-        Path(temporary).unlink(missing_ok=True)
-        raise FliplessError(f"Could not write {target}: {error.strerror}.") from error
+        raise FliplessError(f"Could not write {target}: {error.strerror or error}.") from error
     return target

@@ -55,10 +55,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flipless import remote
 from flipless.data.feature_cache import path_sha256
 from flipless.errors import InputError
 from flipless.models.sources import OLD_SEED_OFFSET
-from flipless.train.config import RunConfig, parse_config, read_document
+from flipless.train.config import (
+    RunConfig,
+    check_local_folder,
+    config_folder,
+    parse_config,
+    read_document,
+)
 
 CROSS_ENTROPY = "cross-entropy"
 #: Interpolation methods: θ(α) = α θ_old + (1 − α) θ_ce, plainly or Fisher-weighted.
@@ -271,7 +278,8 @@ def check_store_path(store: Any) -> Path:
     """The store's path, or an InputError unless it ends in ``.jsonl`` or ``.parquet``."""
     if not isinstance(store, (str, Path)) or not str(store).strip():
         raise InputError(f"sweep.store={store!r}; expected a path ending in .jsonl or .parquet.")
-    path = Path(store).expanduser()
+    check_local_folder(str(store), "sweep.store")
+    path = remote.local_path(store).expanduser()
     if path.suffix not in STORE_SUFFIXES:
         raise InputError(
             f"sweep.store={str(store)!r}; expected a file ending in .jsonl (JSON lines) or "
@@ -374,6 +382,8 @@ def _store_path(store: Any, output_dir: Any, base_dir: Path | None) -> Path:
 
     if output_dir is not None and not isinstance(output_dir, str):
         raise InputError(f"output_dir: expected a string; got {output_dir!r}.")
+    if output_dir is not None:
+        check_local_folder(output_dir, "output_dir")
     if store is None:
         if output_dir is None:
             raise InputError(
@@ -390,11 +400,11 @@ def _store_path(store: Any, output_dir: Any, base_dir: Path | None) -> Path:
 
 
 def load_sweep_config(path: str | Path) -> SweepConfig:
-    """Read and check a sweep config file; relative paths are relative to its folder."""
-    path = Path(path)
+    """Read and check a sweep config file (or URL); relative paths start at its folder."""
+    path = remote.as_path(path)
     document = read_document(path)
     try:
-        return parse_sweep_config(document, base_dir=path.parent.resolve())
+        return parse_sweep_config(document, base_dir=config_folder(path).resolve())
     except InputError as error:
         raise InputError(f"{path}: {error}") from error
 
@@ -413,5 +423,5 @@ def with_overrides(
     if backend is not None:
         changes["backend"] = backend
     if store is not None:
-        changes["store"] = str(Path(store).expanduser().resolve())
+        changes["store"] = str(check_store_path(store).resolve())
     return dataclasses.replace(config, **changes) if changes else config

@@ -136,11 +136,7 @@ def _train(task: PointTask, scenario: UpdateScenario, old_source: OldModel, out:
         optimizer=optimizer_factory(config),
         settings=config.train,
     )
-    history = {
-        "kept_epoch": result.best_epoch,
-        "rule": result.rule,
-        "history": [record.as_dict() for record in result.history],
-    }
+    history = result.history_document()
     (out / "history.json").write_text(json.dumps(to_json_value(history), indent=1) + "\n")
     return result.model
 

@@ -4,7 +4,8 @@ The bar (rich) counts finished points, those of earlier runs included, and shows
 configuration so far by :func:`~flipless.sweep.pareto.best_so_far`: the lowest mean dev NFR
 among configurations whose mean dev accuracy is within half a point of the best one. Each
 finished or failed point also prints one line, so that logs show what happened.
-``quiet=True`` prints nothing.
+``quiet=True`` prints nothing. Everything goes to standard error (:func:`flipless.terminal.log`)
+unless another console is given.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as RichProgress
 
+from flipless import terminal
 from flipless.sweep.pareto import best_so_far
 from flipless.train.progress import percent
 
@@ -51,7 +53,7 @@ class SweepProgress:
         self.total = total
         self.records = list(records)
         self.quiet = quiet
-        self.console = console or Console(highlight=False)
+        self.console = console or terminal.log()
         self._bar: RichProgress | None = None
         self._task: Any = None
 

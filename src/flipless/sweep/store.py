@@ -15,6 +15,12 @@ Two formats, chosen by the file's suffix:
   rows in all. Prefer JSON lines for sweeps of thousands of points. A key that only some
   records have reads back as null in the others.
 
+A store is read from a local path or a URL (``s3://bucket/sweep/results.jsonl``; see
+:mod:`flipless.remote`), so a report can be made from a sweep copied to object storage. It is
+written only locally: appends are the durability of a sweep (fsync'ed lines, one writer),
+which object stores, whose objects are replaced whole, cannot give. Copy the sweep folder to
+the bucket when it is done.
+
 NaN metrics are stored as null. When two records share a ``point_id`` (which the sweep never
 writes), the first one counts and a warning says so. Reading needs neither torch nor the
 training code (the report reads stores).
@@ -30,6 +36,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from flipless import remote
 from flipless.errors import FileFormatError, FliplessWarning, InputError
 
 RECORD_SCHEMA = "flipless.sweep-record/1"
@@ -77,7 +84,7 @@ def _check_record(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
-def _first_of_each(records: list[dict[str, Any]], path: Path) -> list[dict[str, Any]]:
+def _first_of_each(records: list[dict[str, Any]], path: str | Path) -> list[dict[str, Any]]:
     seen: set[str] = set()
     kept = []
     for record in records:
@@ -94,7 +101,7 @@ def _first_of_each(records: list[dict[str, Any]], path: Path) -> list[dict[str, 
     return kept
 
 
-def _complete_length(path: Path, data: bytes) -> int:
+def _complete_length(path: str | Path, data: bytes) -> int:
     """The length of the complete lines of a JSON-lines file; warns about a torn last line."""
     end = data.rfind(b"\n") + 1
     if end < len(data):
@@ -107,8 +114,8 @@ def _complete_length(path: Path, data: bytes) -> int:
     return end
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    data = path.read_bytes()
+def _read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    data = remote.read_bytes(path)
     complete = data[: _complete_length(path, data)]
     records = []
     for number, line in enumerate(complete.split(b"\n")[:-1], start=1):
@@ -126,11 +133,14 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def _read_parquet(path: Path) -> list[dict[str, Any]]:
+def _read_parquet(path: str | Path) -> list[dict[str, Any]]:
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path)
+        with remote.open_for_reading(path) as stream:
+            table = pq.read_table(stream)
+    except FileFormatError:
+        raise
     except Exception as error:  # pyarrow raises several kinds (ArrowInvalid, OSError, …)
         raise FileFormatError(f"cannot read {path} as Parquet: {error}") from error
     metadata = table.schema.metadata or {}
@@ -147,14 +157,16 @@ def _read_parquet(path: Path) -> list[dict[str, Any]]:
 def read_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """The records of a store, in the order they were appended, one per ``point_id``.
 
-    A missing file is an empty store. See the module docstring for torn lines and duplicates.
+    A missing file is an empty store; ``path`` may be a URL. See the module docstring for torn
+    lines and duplicates.
     """
-    path = Path(path)
-    if path.suffix not in (".jsonl", ".parquet"):
+    path = remote.as_path(path)
+    suffix = remote.suffix_of(path)
+    if suffix not in (".jsonl", ".parquet"):
         raise InputError(f"{path}: expected a results store ending in .jsonl or .parquet.")
-    if not path.exists():
+    if not remote.exists(path):
         return []
-    records = _read_jsonl(path) if path.suffix == ".jsonl" else _read_parquet(path)
+    records = _read_jsonl(path) if suffix == ".jsonl" else _read_parquet(path)
     return _first_of_each(records, path)
 
 
@@ -166,7 +178,14 @@ class ResultsStore:
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
+        if remote.is_remote(path):
+            raise InputError(
+                f"sweep.store={str(path)!r}: a sweep writes its store (and its folder of points) "
+                "locally, appending each finished point durably, which an object store cannot "
+                "do. Give a local path (or --store), and copy the sweep folder to the bucket "
+                "when it is done; flipless report reads the store from there."
+            )
+        self.path = remote.local_path(path)
         if self.path.suffix not in (".jsonl", ".parquet"):
             raise InputError(f"{self.path}: expected a store ending in .jsonl or .parquet.")
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,8 @@
 
 ``"bar"`` shows a rich progress bar with the running loss and, after each epoch, a line with
 validation accuracy, NFR and BTC; ``"log"`` prints only those lines (for log files and CI);
-``"none"`` prints nothing.
+``"none"`` prints nothing. Everything goes to standard error (:func:`flipless.terminal.log`),
+so that standard output keeps the results alone.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as RichProgress
+
+from flipless import terminal
 
 
 def percent(value: float) -> str:
@@ -36,7 +39,7 @@ class Progress:
     def __init__(self, mode: str, epochs: int, console: Console | None = None) -> None:
         self.mode = mode
         self.epochs = epochs
-        self.console = console or Console(highlight=False)
+        self.console = console or terminal.log()
         self._bar: RichProgress | None = None
         self._task: Any = None
         self._pending = 0
@@ -83,10 +86,7 @@ class Progress:
         """A one-off message (e.g. where a run resumes), unless the mode is ``"none"``."""
         if self.mode == "none":
             return
-        if self._bar is not None:
-            self._bar.console.print(text, markup=False)
-        else:
-            print(text, flush=True)
+        self.console.print(text, markup=False, soft_wrap=True)
 
     def epoch_done(self, record: Any) -> None:
         if self._bar is not None and self._pending:
@@ -94,8 +94,4 @@ class Progress:
             self._pending = 0
         if self.mode == "none":
             return
-        line = epoch_line(record, self.epochs)
-        if self._bar is not None:
-            self._bar.console.print(line, markup=False)
-        else:
-            print(line, flush=True)
+        self.console.print(epoch_line(record, self.epochs), markup=False, soft_wrap=True)

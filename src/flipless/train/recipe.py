@@ -234,9 +234,7 @@ def run_config(config: RunConfig) -> RunOutcome:
     test.to_json(str(out / "test_comparison.json"))
     summary = {
         "scenario": scenario.to_dict(),
-        "kept_epoch": result.best_epoch,
-        "rule": result.rule,
-        "history": [record.as_dict() for record in result.history],
+        **result.history_document(),
         "test": {
             name: _number(getattr(test, name))
             for name in (

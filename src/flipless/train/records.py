@@ -51,6 +51,21 @@ class FitResult:
     def best(self) -> EpochRecord:
         return self.history[self.best_epoch]
 
+    @property
+    def kept_epoch(self) -> int:
+        """The kept epoch numbered from 1, as progress lines, the CLI and files number epochs
+        (``best_epoch`` is its 0-based index in ``history``)."""
+        return self.best_epoch + 1
+
+    def history_document(self) -> dict[str, Any]:
+        """``kept_epoch``, ``rule`` and ``history`` as written to summary.json and a sweep
+        point's history.json: every epoch numbered from 1 there."""
+        return {
+            "kept_epoch": self.kept_epoch,
+            "rule": self.rule,
+            "history": [record.as_dict() | {"epoch": record.epoch + 1} for record in self.history],
+        }
+
 
 def fill_validation(record: EpochRecord, result: Comparison | float | None) -> None:
     """Copy a validation result (a Comparison, or an accuracy alone) into the record."""
