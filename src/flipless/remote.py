@@ -37,7 +37,13 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any
 
-from flipless.errors import FileFormatError, FliplessError, InputError, MissingExtraError
+from flipless.errors import (
+    FileFormatError,
+    FliplessError,
+    InputError,
+    MissingExtraError,
+    MissingFileError,
+)
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
@@ -132,7 +138,7 @@ def _translated(url: str, action: str) -> Iterator[None]:
     except FliplessError:
         raise
     except FileNotFoundError as error:
-        raise FileFormatError(
+        raise MissingFileError(
             f"cannot {action} {url}: it does not exist ({_reason(error)}). {check}"
         ) from error
     except PermissionError as error:
@@ -188,7 +194,7 @@ def size(path: PathLike) -> int:
     if is_remote(path):
         info = _info(str(path))
         if info is None:
-            raise FileFormatError(f"{path} does not exist; check the URL.")
+            raise MissingFileError(f"{path} does not exist; check the URL.")
         return int(info.get("size") or 0)
     return local_path(path).stat().st_size
 
@@ -205,11 +211,17 @@ def suffix_of(path: PathLike) -> str:
     return PurePosixPath(name_of(path)).suffix
 
 
+def parent_of(path: PathLike) -> str | Path:
+    """The folder holding ``path`` (a URL's prefix up to its last ``/``)."""
+    if is_remote(path):
+        return str(path).rstrip("/").rsplit("/", 1)[0]
+    return local_path(path).parent
+
+
 def sibling(path: PathLike, name: str) -> str | Path:
     """The path named ``name`` in the same folder as ``path``."""
     if is_remote(path):
-        folder = str(path).rstrip("/").rsplit("/", 1)[0]
-        return f"{folder}/{name}"
+        return f"{parent_of(path)}/{name}"
     return local_path(path).with_name(name)
 
 
