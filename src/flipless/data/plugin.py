@@ -125,7 +125,7 @@ def _label_indices(labels: Any, index_of: Mapping[str, int], where: str) -> np.n
     array = np.asarray(labels)
     if array.dtype.kind not in "UO":
         return to_int64_array(labels, f"{where}: labels")
-    unknown = [label for label in array.tolist() if str(label) not in index_of]
+    unknown = sorted({str(label) for label in array.tolist()} - set(index_of))
     if unknown:
         raise InputError(
             f"{where}: labels {first_few(unknown)} are not classes ({first_few(list(index_of), 10)}); "

@@ -138,10 +138,10 @@ def check_data_config(data: DataConfig) -> None:
         )
     if not data.new_splits or len(set(data.new_splits)) != len(data.new_splits):
         raise InputError(f"data.new_split: {data.new_split!r}; expected distinct split names.")
-    if data.old_split is not None and data.old_split in data.new_splits:
+    if data.new_splits == (data.old_split,):
         raise InputError(
-            f"data.old_split: {data.old_split!r} is also in data.new_split; expected the old "
-            "model's split to differ from the new model's."
+            f"data.old_split: {data.old_split!r} is also the whole data.new_split; expected the "
+            "new model to train on other rows, or on more (new_split = [old, new])."
         )
     from flipless.data.labeled import check_fraction
 
