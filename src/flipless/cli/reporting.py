@@ -29,13 +29,25 @@ def report(
             help="Rows embedded per run of a sweep (flips and errors first).",
         ),
     ] = 10_000,
+    instances: Annotated[
+        str | None,
+        typer.Option(
+            "--instances",
+            help="The instances file of a comparison JSON (flipless compare --instances), "
+            "when it is not where the JSON says.",
+        ),
+    ] = None,
 ) -> None:
     """Write the interactive HTML report of a comparison or a sweep (one self-contained file)."""
     from flipless import remote
     from flipless.report import write_report
 
     written = write_report(
-        source, out, title=title, max_instances_per_point=max_instances_per_point
+        source,
+        out,
+        title=title,
+        max_instances_per_point=max_instances_per_point,
+        instances=instances,
     )
     size = remote.size(written) / 2**20
     console.print(

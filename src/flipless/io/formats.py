@@ -1,8 +1,9 @@
 """File formats to raw content: pick a prediction file's format and load it.
 
-csv, parquet and jsonl files load into a DataFrame; npz and result files into named numpy
-arrays (plus any ``class_names`` entry they hold). Finding which column or array holds what is
-:mod:`flipless.io.columns`'s job; assembling a table is :mod:`flipless.io.readers`'s.
+csv and jsonl files load into a DataFrame, parquet files into an Arrow table; npz and result
+files into named numpy arrays (plus any ``class_names`` entry they hold). Finding which column
+or array holds what is :mod:`flipless.io.columns`'s job; assembling a table is
+:mod:`flipless.io.readers`'s.
 """
 
 from __future__ import annotations
@@ -61,13 +62,17 @@ def detect_format(path: str | PathLike[str], file_format: str | None = None) -> 
     return SUFFIXES[suffix]
 
 
-def load_frame(path: Path, kind: str, id_column: str | None) -> pd.DataFrame:
-    """Read a csv, parquet or jsonl file into a DataFrame; wrap the readers' errors."""
+def load_frame(path: str | Path, kind: str, id_column: str | None) -> pd.DataFrame | pa.Table:
+    """Read a csv or jsonl file into a DataFrame, a parquet file into an Arrow table (its
+    columns become numpy arrays without a pandas copy); wrap the readers' errors."""
     try:
         if kind == "csv":
             return _load_csv(path, id_column)
         if kind == "parquet":
-            return pd.read_parquet(path, engine="pyarrow")
+            import pyarrow.parquet as pq
+
+            with remote.open_for_reading(path) as stream:
+                return pq.read_table(stream)
         return _load_jsonl(path)
     except (OSError, ValueError, pa.ArrowException) as error:
         raise FileFormatError(

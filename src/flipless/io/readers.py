@@ -57,14 +57,16 @@ import numpy as np
 import pandas as pd
 
 from flipless import remote
-from flipless.errors import FileFormatError, InputError
+from flipless.errors import FileFormatError, InputError, MissingFileError
 from flipless.io.columns import (
     ID_NAMES,
     LABEL_NAMES,
     OPTIONS,
     PREDICTION_NAMES,
     SCORE_NAMES,
+    ArrowColumns,
     Chosen,
+    FrameColumns,
     array_scores,
     checked_scores,
     find,
@@ -132,11 +134,14 @@ def read_predictions(
         FileFormatError: the file is missing, empty, truncated, of an unknown type, or lacks
             the fields above.
     """
-    path = Path(path)
+    path = remote.as_path(path)
     source = str(path)
-    if not path.is_file():
-        what = "is a folder" if path.is_dir() else "does not exist"
-        raise FileFormatError(f"{source} {what}; expected a prediction file. Check the path.")
+    if remote.is_dir(path):
+        raise FileFormatError(f"{source} is a folder; expected a prediction file. Check the path.")
+    if not remote.is_file(path):
+        raise MissingFileError(
+            f"{source} does not exist; expected a prediction file. Check the path."
+        )
     kind = detect_format(path, file_format)
     if remote.size(path) == 0:
         raise FileFormatError(f"{source} is empty (0 bytes); expected {kind} predictions.")
@@ -145,7 +150,9 @@ def read_predictions(
         arrays, names_in_file = load_npz(path) if kind == "npz" else load_result(path)
         table = _from_arrays(source, arrays, chosen, "array" if kind == "npz" else "key")
     else:
-        table = _from_frame(source, load_frame(path, kind, chosen.id), chosen)
+        loaded = load_frame(path, kind, chosen.id)
+        columns = FrameColumns(loaded) if isinstance(loaded, pd.DataFrame) else ArrowColumns(loaded)
+        table = _from_columns(source, columns, chosen)
         names_in_file = None
     names = _declared_class_names(path, class_names, names_in_file)
     _check_names_fit_scores(source, names, table.scores)
@@ -165,19 +172,18 @@ class _Fields:
     extra: pd.DataFrame
 
 
-def _from_frame(source: str, frame: pd.DataFrame, chosen: Chosen) -> _Fields:
+def _from_columns(source: str, columns: FrameColumns | ArrowColumns, chosen: Chosen) -> _Fields:
     """Pick the fields out of a csv, parquet or jsonl table."""
-    if frame.shape[0] == 0:
+    if columns.rows == 0:
         raise FileFormatError(f"{source} has no rows; expected one row per sample.")
-    frame = frame.set_axis([str(name) for name in frame.columns], axis=1)
-    names = list(frame.columns)
+    names = columns.names
     id_name = find(source, names, ID_NAMES, chosen.id, "id", "column")
     if id_name is None:
         raise FileFormatError(
             f"{source} has no id column; its columns are {listing(names)}. Rows are joined "
             f"by sample id: pass {OPTIONS['id']} naming the column of ids."
         )
-    ids = _ids(frame[id_name].to_numpy(), source)
+    ids = _ids(columns.values(id_name), source)
     label_name = find(source, names, LABEL_NAMES, chosen.label, "label", "column")
     prediction_name = find(
         source, names, PREDICTION_NAMES, chosen.prediction, "prediction", "column"
@@ -190,19 +196,23 @@ def _from_frame(source: str, frame: pd.DataFrame, chosen: Chosen) -> _Fields:
         )
     used = [id_name, label_name, prediction_name]
     used += [score_names] if isinstance(score_names, str) else score_names or []
+    scores = None
+    if score_names is not None:
+        listed = [score_names] if isinstance(score_names, str) else score_names
+        scores = frame_scores(columns.frame(listed), score_names, ids, source)
     return _Fields(
         ids=ids,
-        labels=_column_classes(frame, label_name, "labels", ids, source),
-        predicted=_column_classes(frame, prediction_name, "predictions", ids, source),
-        scores=None if score_names is None else frame_scores(frame, score_names, ids, source),
-        extra=frame.drop(columns=[name for name in names if name in used]).reset_index(drop=True),
+        labels=_column_classes(columns, label_name, "labels", ids, source),
+        predicted=_column_classes(columns, prediction_name, "predictions", ids, source),
+        scores=scores,
+        extra=columns.frame([name for name in names if name not in used]),
     )
 
 
 def _column_classes(
-    frame: pd.DataFrame, name: str | None, role: str, ids: np.ndarray, source: str
+    columns: FrameColumns | ArrowColumns, name: str | None, role: str, ids: np.ndarray, source: str
 ) -> np.ndarray | None:
-    return None if name is None else _classes(frame[name].to_numpy(), role, ids, source)
+    return None if name is None else _classes(columns.values(name), role, ids, source)
 
 
 def _from_arrays(source: str, arrays: dict[str, np.ndarray], chosen: Chosen, field: str) -> _Fields:
@@ -286,14 +296,14 @@ def _ids(values: np.ndarray, source: str) -> np.ndarray:
     """Ids as int64 when all are integers, else as text; missing or other values are errors."""
     if values.ndim != 1:
         raise FileFormatError(f"{source}: the ids have shape {values.shape}; expected [N].")
+    if values.dtype.kind in "iu":
+        return values.astype(np.int64, copy=False)
     missing = np.flatnonzero(pd.isna(values))
     if missing.size:
         raise FileFormatError(
             f"{source}: {missing.size} row(s) have no id (NaN or empty; rows counted from 0: "
             f"{first_few(missing)}); expected an id in every row."
         )
-    if values.dtype.kind in "iu":
-        return values.astype(np.int64)
     if values.dtype.kind == "f":
         fractional = np.flatnonzero(values != np.round(values))
         if fractional.size:
@@ -317,6 +327,8 @@ def _ids(values: np.ndarray, source: str) -> np.ndarray:
 
 def _classes(values: np.ndarray, role: str, ids: np.ndarray, source: str) -> np.ndarray:
     """Labels or predictions as int64 class indices or an object array of class names."""
+    if values.dtype.kind in "biu":
+        return values.astype(np.int64, copy=False)
     missing = np.flatnonzero(pd.isna(values))
     if missing.size:
         raise FileFormatError(
@@ -324,8 +336,6 @@ def _classes(values: np.ndarray, role: str, ids: np.ndarray, source: str) -> np.
             f"expected {role} in every row. Drop those rows first."
         )
     kind = values.dtype.kind
-    if kind in "biu":
-        return values.astype(np.int64)
     if kind == "f":
         fractional = np.flatnonzero(values != np.round(values))
         if fractional.size:

@@ -41,6 +41,7 @@ def write_report(
     title: str | None = None,
     max_instances_per_point: int | None = MAX_INSTANCES_PER_POINT,
     base_dir: str | os.PathLike[str] | None = None,
+    instances: str | os.PathLike[str] | None = None,
 ) -> str | Path:
     """Write the report of ``source`` to the HTML file ``out`` and return its path.
 
@@ -60,9 +61,11 @@ def write_report(
             comparison always embeds all its rows.
         base_dir: where the ``comparison_path`` of records given as a list are relative to
             (default: the working directory; a store path uses its own folder).
+        instances: the instances file of a comparison JSON ``source`` (``flipless compare
+            --instances``), when it is not where the JSON's ``instances_file`` says.
     """
     payload = build_payload(
-        load_source(source, base_dir=base_dir),
+        load_source(source, base_dir=base_dir, instances=instances),
         inputs=inputs,
         texts=texts,
         renderer=renderer,
