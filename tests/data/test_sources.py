@@ -364,3 +364,40 @@ def test_flipless_train_on_a_csv_of_features(tmp_path):
     failed = CliRunner().invoke(app, ["train", str(config)])
     assert failed.exit_code == 2 and "no column 'y2' (label_column)" in failed.output
     assert "Traceback" not in failed.output
+
+
+@pytest.mark.timeout(60)
+def test_flipless_sweep_checks_the_data_before_the_old_model_trains(tmp_path):
+    from typer.testing import CliRunner
+
+    from flipless.cli import app
+
+    blobs_csv(tmp_path / "rows.csv", {"train": 2, "test": 1})
+    config = tmp_path / "sweep.toml"
+    config.write_text(
+        textwrap.dedent(
+            """
+            [data]
+            name = "table"
+            path = "rows.csv"
+            label_column = "kind"
+            [model]
+            name = "mlp"
+            [old]
+            train_epochs = 1
+            [train]
+            epochs = 1
+            progress = "none"
+            [sweep]
+            store = "runs/results.jsonl"
+            seeds = [0]
+            [[sweep.methods]]
+            method = "fd-kl"
+            strengths = [1]
+            """
+        )
+    )
+    result = CliRunner().invoke(app, ["sweep", str(config), "--quiet"])
+    assert result.exit_code == 2, result.output
+    assert "no column 'kind' (label_column)" in result.output
+    assert not (tmp_path / "runs").exists()  # nothing trained, nothing written

@@ -312,6 +312,14 @@ def test_layout_errors(tmp_path):
         load_table(write(tmp_path / "rows.txt", "text,label\n"))
     with pytest.raises(InputError, match="format='xlsx'; expected one of"):
         load_table(tmp_path / "s.csv", format="xlsx")
+    write(tmp_path / "folder" / "train.csv", "id,text,label\n1,a,x\n")
+    write(tmp_path / "folder" / "test.csv", "text,label\nb,x\n")
+    with pytest.raises(InputError, match="format='csv' applies to a single file"):
+        load_table(tmp_path / "folder", format="csv")
+    with pytest.raises(InputError, match=r"split_column='part' but .* holds one file per split"):
+        load_table(tmp_path / "folder", options(split_column="part"))
+    with pytest.raises(MismatchError, match=r"train\.csv'? have an 'id' column but .*test\.csv"):
+        load_table(tmp_path / "folder")
 
 
 def test_an_unreadable_file_is_a_file_format_error(tmp_path):

@@ -516,7 +516,7 @@ def _ids(
     if not any(present):
         ids = [table.rows.astype(np.int64) + table.id_offset for table in tables]
         for table, split_ids in zip(tables, ids, strict=True):
-            _check_unique(table, split_ids, split_ids)
+            _check_unique(table, split_ids)
         return None, ids
     columns = []
     for table in tables:
@@ -540,14 +540,14 @@ def _ids(
             for values in texts
         ]
         for table, split_ids, values in zip(tables, ids, texts, strict=True):
-            _check_unique(table, split_ids, np.asarray(values.to_pylist(), dtype=object))
+            _check_unique(table, split_ids, values)
         return tuple(ordered.to_pylist()), ids
     ids = [
         _integer_ids(table, column, column_name)
         for table, column in zip(tables, columns, strict=True)
     ]
     for table, split_ids in zip(tables, ids, strict=True):
-        _check_unique(table, split_ids, split_ids)
+        _check_unique(table, split_ids)
     return None, ids
 
 
@@ -563,15 +563,19 @@ def _integer_ids(table: SplitTable, column: pa.ChunkedArray, name: str) -> np.nd
     return values.astype(np.int64)
 
 
-def _check_unique(table: SplitTable, ids: np.ndarray, shown: np.ndarray) -> None:
+def _check_unique(
+    table: SplitTable, ids: np.ndarray, written: pa.ChunkedArray | None = None
+) -> None:
+    """Raise naming the first repeated id (as ``written`` holds it, when given) and its rows."""
     order = np.argsort(ids, kind="stable")
     ordered = ids[order]
     repeated = np.flatnonzero(ordered[1:] == ordered[:-1])
     if repeated.size:
         first = order[repeated[0] + 1]
         earlier = order[repeated[0]]
+        shown = _plain(ids[first]) if written is None else written[int(first)].as_py()
         raise InputError(
-            f"{table.where(int(first))}: id {_plain(shown[first])!r} already appears at row "
+            f"{table.where(int(first))}: id {shown!r} already appears at row "
             f"{int(table.rows[earlier])} ({repeated.size} repeated id(s) in the "
             f"{table.split!r} split); expected a unique id per row. Fix the ids, or drop the id "
             "column to number the rows."
