@@ -12,6 +12,8 @@ import torch
 
 from flipless.errors import InputError, MismatchError
 from flipless.io import compare_files, join_by_id, read_predictions
+from flipless.io.join import sorted_unique
+from flipless.io.readers import PredictionTable
 from flipless.metrics.comparison import compare
 
 NUM_CLASSES = 4
@@ -345,3 +347,95 @@ def test_slice_column_that_differs_between_files(tmp_path: Path) -> None:
     new_path = write_small_csv(tmp_path / "new.csv", "id,pred,domain\n2,1,c\n1,1,a\n")
     with pytest.raises(MismatchError, match=r"'domain' but it differs on 1 of 2 .*ids 2: old 'b'"):
         compare_files(old_path, new_path)
+
+
+# The sort-based matching, on hand-made tables ---------------------------------------------------
+def table(ids, labels=None, predicted=None, source="t") -> PredictionTable:
+    ids = np.asarray(ids, dtype=object if isinstance(ids[0], str) else np.int64)
+    size = ids.shape[0]
+    labels = np.zeros(size, dtype=np.int64) if labels is None else np.asarray(labels)
+    predicted = np.zeros(size, dtype=np.int64) if predicted is None else np.asarray(predicted)
+    return PredictionTable(
+        source, ids, labels, predicted, None, None, pd.DataFrame(index=range(size))
+    )
+
+
+@pytest.mark.parametrize(
+    ("old_ids", "new_ids"),
+    [
+        ([5, 3, 9, 1], [1, 9, 5, 3]),  # int ids, shuffled differently
+        (["d", "b", "a", "c"], ["a", "c", "d", "b"]),  # text ids
+        ([-2, 10**15, 0, 7], [7, 0, -2, 10**15]),  # negative and large ids
+    ],
+)
+def test_exact_join_pairs_each_old_row_with_the_new_row_of_its_id(old_ids, new_ids) -> None:
+    new_predicted = np.arange(4) + 10  # row r of the new file predicts 10 + r
+    joined = join_by_id(table(old_ids), table(new_ids, predicted=new_predicted))
+    assert joined.ids.tolist() == old_ids  # the old file's order
+    expected = [10 + new_ids.index(i) for i in old_ids]  # by hand: the new row with that id
+    assert joined.new.tolist() == expected
+    assert (joined.dropped_old, joined.dropped_new) == (0, 0)
+
+
+@pytest.mark.parametrize("ids", [[4, 2, 7, 1, 9], ["e", "b", "x", "a", "q"]])
+def test_inner_join_keeps_the_shared_ids_in_the_old_order(ids) -> None:
+    old_ids = [ids[0], ids[1], ids[2], ids[3]]  # ids[2] only in old
+    new_ids = [ids[3], ids[4], ids[0], ids[1]]  # ids[4] only in new
+    joined = join_by_id(
+        table(old_ids, predicted=[0, 1, 2, 3]),
+        table(new_ids, predicted=[10, 11, 12, 13]),
+        how="inner",
+    )
+    assert joined.ids.tolist() == [ids[0], ids[1], ids[3]]
+    assert joined.old.tolist() == [0, 1, 3]
+    assert joined.new.tolist() == [12, 13, 10]
+    assert (joined.dropped_old, joined.dropped_new) == (1, 1)
+
+
+def test_ids_missing_on_each_side_are_listed_sorted() -> None:
+    with pytest.raises(MismatchError) as info:
+        join_by_id(table([9, 1, 5, 3]), table([3, 8, 1, 0]))
+    message = str(info.value)
+    assert "2 only in the old file t (5, 9)" in message
+    assert "2 only in the new file t (0, 8)" in message
+    assert "compare the 2 ids they share" in message
+
+
+def test_a_subset_on_one_side_only() -> None:
+    with pytest.raises(MismatchError, match=r"0 only in the old file t and 1 only in the new"):
+        join_by_id(table([1, 2]), table([2, 1, 3]))
+    joined = join_by_id(table([1, 2]), table([2, 1, 3], predicted=[20, 10, 30]), how="inner")
+    assert joined.new.tolist() == [10, 20] and joined.dropped_new == 1
+
+
+@pytest.mark.parametrize(
+    ("old_ids", "new_ids", "role", "shown"),
+    [
+        ([3, 1, 3, 2, 1, 1], [1, 2, 3], "old", "2 id(s) on more than one row (1, 3)"),
+        ([1, 2, 3], [2, 2, 1, 3], "new", "1 id(s) on more than one row (2)"),
+        (["b", "a", "b"], ["a", "b"], "old", "1 id(s) on more than one row ('b')"),
+    ],
+)
+def test_repeated_ids_in_either_file(old_ids, new_ids, role, shown) -> None:
+    with pytest.raises(InputError, match=rf"The {role} file") as info:
+        join_by_id(table(old_ids), table(new_ids))
+    assert shown in str(info.value)
+
+
+def test_integer_ids_never_match_text_ids() -> None:
+    with pytest.raises(MismatchError, match="share no ids"):
+        join_by_id(table([1, 2]), table(["1", "2"]), how="inner")
+
+
+def test_disagreeing_labels_are_found_after_the_shuffle() -> None:
+    old = table([4, 1, 2], labels=[0, 1, 2])
+    new = table([1, 2, 4], labels=[1, 0, 0])  # id 2: old says 2, new says 0
+    with pytest.raises(MismatchError, match=r"1 of 3 sample\(s\) \(ids 2: .* says 2, .* says 0\)"):
+        join_by_id(old, new)
+
+
+def test_sorted_unique_by_hand() -> None:
+    order, ordered, repeated = sorted_unique(np.array([30, 10, 20, 10, 30, 30]))
+    assert ordered.tolist() == [10, 10, 20, 30, 30, 30]
+    assert order.tolist() == [1, 3, 2, 0, 4, 5]  # stable
+    assert repeated.tolist() == [10, 30]
