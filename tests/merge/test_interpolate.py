@@ -289,6 +289,33 @@ def test_new_class_rows_errors():
         new_class_rows_from_names([], ["cat"], "head.bias")
 
 
+def test_a_head_with_more_classes_names_new_class_rows(tmp_path):
+    old = MLP(8, 100, hidden=(4,))
+    new = MLP(8, 150, hidden=(4,))
+    pattern = (
+        r"a classifier for more classes than the old model: 'head.weight', 'head.bias' have "
+        r"100 rows in the old model and 150 in the new one.*start_from_old.*"
+        r"--new-class-rows head.weight=100-149 --new-class-rows head.bias=100-149.*"
+        r"new_class_rows=\{'head.weight': range\(100, 150\), 'head.bias': range\(100, 150\)\}"
+    )
+    with pytest.raises(MismatchError, match=pattern):
+        interpolate(old, new, 0.5)
+    save_model(old, tmp_path / "old.safetensors")
+    save_model(new, tmp_path / "new.safetensors")
+    with pytest.raises(MismatchError, match="--new-class-rows head.weight=100-149"):
+        interpolate(tmp_path / "old.safetensors", tmp_path / "new.safetensors", 0.5)
+    # a difference elsewhere too is another architecture, not a wider head
+    with pytest.raises(MismatchError, match="differs from the old model in 4 tensor"):
+        interpolate(MLP(8, 100, hidden=(4,)), MLP(8, 150, hidden=(5,)), 0.5)
+
+
+def test_with_old_weight_keeps_everything_else():
+    policy = MergePolicy(0.5, rules=[("head.*", 0.0)], new_class_rows={"head.bias": [2]})
+    moved = policy.with_old_weight(0.2)
+    assert moved.old_weight == 0.2
+    assert moved.describe() == {**policy.describe(), "old_weight": 0.2}
+
+
 def test_policy_validation():
     with pytest.raises(InputError, match=r"old_weight=1.5; expected a weight of the old model"):
         MergePolicy(1.5)

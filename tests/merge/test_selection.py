@@ -15,6 +15,7 @@ from torch import nn
 from flipless.data.labeled import LabeledData
 from flipless.errors import InputError, MismatchError
 from flipless.merge.interpolate import interpolate
+from flipless.merge.policy import MergePolicy
 from flipless.merge.selection import (
     DEFAULT_GRID,
     CurvePoint,
@@ -458,3 +459,49 @@ def test_candidate_errors_name_what_is_wrong():
         MismatchError, match=r"'2\.weight: torch\.float64 \(2, 4\) vs torch\.float64 \(3, 4\)'"
     ):
         interpolation_candidates(old, wide)(0.5)
+
+
+# ----------------------------------------------------------------------------- growing label set
+
+
+def test_candidates_take_the_merge_policy_of_interpolate():
+    torch.manual_seed(3)
+    old, new = nn.Linear(2, 3).double(), nn.Linear(2, 3).double()
+    policy = MergePolicy(0.9, new_class_rows={"weight": [2], "bias": [2]})
+    make_candidate = interpolation_candidates(old, new, policy=policy)
+    for alpha in (0.0, 0.3, 1.0):
+        candidate = make_candidate(alpha)
+        expected = interpolate(old, new, policy=policy.with_old_weight(alpha))
+        for name, tensor in candidate.state_dict().items():
+            torch.testing.assert_close(tensor, expected.state_dict()[name], rtol=0, atol=0)
+        # row 2 (a class the old model never had) is the new model's at every α
+        torch.testing.assert_close(candidate.bias[2], new.bias[2], rtol=0, atol=0)
+        mixed = alpha * old.bias[0] + (1 - alpha) * new.bias[0]
+        torch.testing.assert_close(candidate.bias[0], mixed, rtol=1e-15, atol=1e-15)
+    with pytest.raises(InputError, match="expected a MergePolicy"):
+        interpolation_candidates(old, new, policy={"old_weight": 0.5})
+    with pytest.raises(MismatchError, match="new_class_rows names tensors the models do not"):
+        interpolation_candidates(old, new, policy=MergePolicy(0.5, new_class_rows={"w": [0]}))
+
+
+def test_selection_counts_only_classes_the_old_model_knows():
+    # class 2 is new; the old model never answers it
+    labels = torch.tensor([0, 1, 2, 2, 0, 1])
+    data = LabeledData(torch.zeros(6, 1), labels, torch.arange(6), ("a", "b", "c"), "dev")
+    old_answers = np.array([0, 1, 0, 1, 0, 0])
+    new_answers = np.array([0, 0, 2, 2, 0, 1])  # breaks example 1, fixes 2, 3 (new class), 5
+
+    class Fixed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.dummy = nn.Parameter(torch.zeros(1))
+
+        def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+            return F.one_hot(torch.as_tensor(new_answers), 3).double()
+
+    selection = select_old_weight(
+        lambda alpha: Fixed(), data, old_predictions=old_answers, grid=(0.0,), old_classes=[0, 1]
+    )
+    point = selection.curve[0]
+    assert point.accuracy == 3 / 4  # examples 0, 1, 4, 5; right on 0, 4, 5
+    assert point.negative_flip_rate == 1 / 4 and point.positive_flip_rate == 1 / 4

@@ -92,21 +92,26 @@ def select_for_files(
     grid: Sequence[float] = DEFAULT_GRID,
     fisher: PathLike | None = None,
     soup_weights: Sequence[float] | None = None,
+    policy: MergePolicy | None = None,
 ) -> WeightSelection:
     """Evaluate θ(α) for every α of ``grid`` on ``dev`` and choose by ``rule``.
 
     ``old`` and ``news`` are flipless model files (:func:`~flipless.models.save_model`);
-    every candidate is rebuilt from the old file's architecture and loaded with θ(α).
+    every candidate is rebuilt from the old file's architecture and loaded with θ(α) of
+    ``policy.with_old_weight(α)`` (the same rules and new-class rows as the merge written
+    afterwards; plain interpolation when None).
     """
     from flipless.models.files import load_model
 
     old_model = load_model(old)
 
+    base = policy if policy is not None else MergePolicy(old_weight=0.0)
+
     def make_candidate(old_weight: float) -> Any:
         return interpolate(
             old,
             list(news),
-            old_weight,
+            policy=base.with_old_weight(old_weight),
             fisher=fisher,
             weights=soup_weights,
             model=load_model(old),

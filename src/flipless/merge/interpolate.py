@@ -144,6 +144,9 @@ def check_sources(
             for name in names
             if old.shape(name) != new.shape(name) or old.dtype(name) != new.dtype(name)
         ]
+        widened = [name for name in names if _more_rows(old, new, name)]
+        if widened and len(widened) == len(differ):
+            raise MismatchError(_more_classes_message(which, old, new, widened, differ))
         if differ:
             raise MismatchError(
                 f"{which} ({new.origin}) differs from the old model in {len(differ)} tensor "
@@ -169,6 +172,38 @@ def check_sources(
             f"the Fisher information ({fisher.origin}) has {len(bad)} tensor(s) that are not "
             f"floating or not of the model's shape: {first_few(bad, 3)}."
         )
+
+
+def _more_rows(old: TensorSource, new: TensorSource, name: str) -> bool:
+    """Whether the new tensor only has more rows (a classifier of more classes)."""
+    old_shape, new_shape = tuple(old.shape(name)), tuple(new.shape(name))
+    return (
+        old.dtype(name) == new.dtype(name)
+        and len(old_shape) == len(new_shape) >= 1
+        and old_shape[1:] == new_shape[1:]
+        and new_shape[0] > old_shape[0]
+    )
+
+
+def _more_classes_message(
+    which: str, old: TensorSource, new: TensorSource, names: list[str], shapes: list[str]
+) -> str:
+    """What to do when the new model's classifier has rows for classes the old one lacks."""
+    first = names[0]
+    old_rows, new_rows = old.shape(first)[0], new.shape(first)[0]
+    rows = f"{old_rows}-{new_rows - 1}" if new_rows - old_rows > 1 else str(old_rows)
+    options = " ".join(f"--new-class-rows {name}={rows}" for name in names)
+    python = ", ".join(f"'{name}': range({old_rows}, {new_rows})" for name in names)
+    return (
+        f"{which} ({new.origin}) has a classifier for more classes than the old model: "
+        f"{first_few(names)} have {old_rows} rows in the old model and {new_rows} in the new "
+        f"one ({first_few(shapes, 3)}). Rows of classes the old model never had are copied from the new model, not "
+        f"interpolated: widen the old model's head to the new label space first (its rows for "
+        f"the new classes untrained; in Python flipless.models.sources.start_from_old(old, "
+        f"new_class_names, old_class_names), then save_model), and name those rows with "
+        f"--new-class-rows, e.g. {options} when the new classes come last (in Python "
+        f"MergePolicy(old_weight, new_class_rows={{{python}}}))."
+    )
 
 
 def _as_policy(old_weight: float | None, policy: MergePolicy | None) -> MergePolicy:

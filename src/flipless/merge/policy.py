@@ -18,6 +18,7 @@ A :class:`MergePolicy` states every choice that backward-compatible weight inter
 
 from __future__ import annotations
 
+import dataclasses
 import operator
 import re
 import warnings
@@ -217,6 +218,11 @@ class MergePolicy:
                 FliplessWarning,
                 stacklevel=3,
             )
+
+    def with_old_weight(self, old_weight: float) -> MergePolicy:
+        """The same policy with another default old-weight (a candidate of a grid search):
+        rules, layer schedule, integer buffers and new-class rows stay as they are."""
+        return dataclasses.replace(self, old_weight=old_weight)
 
     def describe(self) -> dict[str, Any]:
         """The policy as a JSON-able dict, for records."""

@@ -57,6 +57,7 @@ from torch import nn
 
 from flipless.errors import InputError, MismatchError
 from flipless.merge.interpolate import check_sources, interpolate
+from flipless.merge.policy import MergePolicy
 from flipless.merge.sources import open_source
 from flipless.merge.tensors import check_old_weight, soup_weights
 from flipless.metrics.comparison import compare
@@ -219,6 +220,7 @@ def select_old_weight(
     grid: Sequence[float] = DEFAULT_GRID,
     rule: str = "max-old-weight-within:0.005",
     batch_size: int = 256,
+    old_classes: Sequence[int | str] | None = None,
 ) -> WeightSelection:
     """Evaluate every old-weight of ``grid`` on ``dev`` and pick one by ``rule``.
 
@@ -231,6 +233,9 @@ def select_old_weight(
         grid: old-weights in [0, 1], without repeats, in any order; 0 is added when missing.
         rule: see the module docstring's table.
         batch_size: samples per forward pass.
+        old_classes: when the old model knows fewer classes than the candidates, the classes
+            it knows: accuracy, NFR and the rest are then counted on the dev examples labelled
+            with one of them (``compare(..., old_classes=...)``).
 
     Each candidate's argmax predictions are compared with the old model's by
     :func:`flipless.compare`; the curve keeps its accuracy, NFR, PFR, BTC and BEC.
@@ -261,7 +266,9 @@ def select_old_weight(
                 f"make_candidate({old_weight:g}) returned {type(candidate).__name__}; expected "
                 "a torch.nn.Module (the interpolated model)."
             )
-        comparison = compare(old, predict_labels(candidate, dev, batch_size), labels)
+        comparison = compare(
+            old, predict_labels(candidate, dev, batch_size), labels, old_classes=old_classes
+        )
         curve.append(
             CurvePoint(
                 old_weight=old_weight,
@@ -330,14 +337,18 @@ def interpolation_candidates(
     *,
     weights: Sequence[float] | None = None,
     fisher: Mapping[str, torch.Tensor] | None = None,
+    policy: MergePolicy | None = None,
 ) -> Callable[[float], nn.Module]:
     """A ``make_candidate(old_weight) -> nn.Module`` for :func:`select_old_weight`.
 
     Each call copies the first new model and loads θ(α) = α θ_old + (1 − α) θ̄_new into it
     (θ̄_new: the soup of ``new_models`` with soup ``weights``, uniform by default; Fisher
     weighting with ``fisher``, a mapping from parameter name to the old model's diagonal
-    Fisher information). The models' weights are read at each call. In-memory and minimal:
-    BatchNorm statistics are interpolated, not re-estimated.
+    Fisher information). ``policy``: the :class:`~flipless.merge.policy.MergePolicy` that
+    :func:`~flipless.merge.interpolate.interpolate` takes (new-class rows, rules, layer
+    schedule, integer buffers); each candidate is ``policy.with_old_weight(α)``. The models'
+    weights are read at each call. In-memory and minimal: BatchNorm statistics are
+    interpolated, not re-estimated.
     """
     news = [new_models] if isinstance(new_models, nn.Module) else list(new_models)
     for what, model in [("old_model", old_model)] + [
@@ -346,17 +357,21 @@ def interpolation_candidates(
         if not isinstance(model, nn.Module):
             raise InputError(f"{what} is {type(model).__name__}; expected a torch.nn.Module.")
     soup_weights(len(news), weights)  # checks the soup's weights now, not at the first call
+    if policy is not None and not isinstance(policy, MergePolicy):
+        raise InputError(f"policy is a {type(policy).__name__}; expected a MergePolicy.")
+    base = policy if policy is not None else MergePolicy(old_weight=0.0)
     check_sources(
         open_source(old_model),
         [open_source(model) for model in news],
         open_source(fisher) if fisher is not None else None,
     )
+    base.check_names(old_model.state_dict())
 
     def make_candidate(old_weight: float) -> nn.Module:
         state = interpolate(
             old_model.state_dict(),
             [model.state_dict() for model in news],
-            check_old_weight(old_weight),
+            policy=base.with_old_weight(check_old_weight(old_weight)),
             weights=weights,
             fisher=fisher,
         )
