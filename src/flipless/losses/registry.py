@@ -23,6 +23,8 @@ checked, once the overrides are in (``bct`` cannot exist without its ``old_head`
 from __future__ import annotations
 
 import inspect
+import math
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -107,6 +109,12 @@ def contrastive_neighbourhood_alignment() -> dict[str, Any]:
 TERM_FIELDS = {"focus", "base", "boost", "weight", "mix"}
 
 
+def check_number(name: str, key: str, value: Any) -> None:
+    """Raise an InputError naming ``key`` unless ``value`` is a finite real number."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise InputError(f"Loss {name!r}: {key}={value!r}; expected a finite number.")
+
+
 def preset_term(name: str, **overrides: Any) -> Term:
     """The preset's term with ``overrides`` applied (checked against what the term accepts)."""
     if name not in PRESETS:
@@ -114,13 +122,21 @@ def preset_term(name: str, **overrides: Any) -> Term:
     spec = PRESETS[name]()
     fields = {key: value for key, value in overrides.items() if key in TERM_FIELDS}
     options = {key: value for key, value in overrides.items() if key not in TERM_FIELDS}
-    accepted = set(inspect.signature(TERMS[spec["kind"]][0]).parameters) - set(INPUTS)
+    parameters = inspect.signature(TERMS[spec["kind"]][0]).parameters
+    accepted = set(parameters) - set(INPUTS)
     unknown = sorted(set(options) - accepted)
     if unknown:
         raise InputError(
             f"Loss {name!r} has no setting {', '.join(map(repr, unknown))}; expected term fields "
             f"{sorted(TERM_FIELDS)} or options {sorted(accepted)}."
         )
+    for key, value in fields.items():
+        if key != "focus" and value is not None:
+            check_number(name, key, value)
+    for key, value in options.items():
+        default = parameters[key].default
+        if isinstance(default, numbers.Real) and not isinstance(default, bool):
+            check_number(name, key, value)
     if "mix" in fields and "weight" not in fields:
         fields["weight"] = None
     if "weight" in fields and "mix" not in fields:
@@ -132,4 +148,5 @@ def preset_term(name: str, **overrides: Any) -> Term:
 
 def build_loss(name: str, ce_weight: float = 1.0, **overrides: Any) -> CompatibilityLoss:
     """A :class:`CompatibilityLoss` from a preset name, e.g. ``build_loss("fd-kl", temperature=10)``."""
+    check_number(name, "ce_weight", ce_weight)
     return CompatibilityLoss([preset_term(name, **overrides)], ce_weight=ce_weight)

@@ -24,7 +24,7 @@ from flipless.metrics.outcomes import (
     group_outcomes,
     tally,
 )
-from flipless.metrics.outputs import correctness, read_outputs
+from flipless.metrics.outputs import compact_classes, correctness, read_outputs
 from flipless.metrics.parts import Instances, SliceTable
 from flipless.metrics.restriction import OldClassRestriction, restrict_to_old_classes
 from flipless.metrics.schema import (
@@ -415,6 +415,8 @@ def compare(
         sample_ids = None if sample_ids is None else sample_ids[keep]
         slice_columns = {name: values[keep] for name, values in slice_columns.items()}
         size = label_array.shape[0]
+    if num_classes is None and names is None:
+        old_out, new_out, label_array, k, names = compact_classes(old_out, new_out, label_array, k)
     old_correct = correctness(old_out, label_array, top_k, k)
     new_correct = correctness(new_out, label_array, top_k, k)
     codes, class_outcomes = tally(

@@ -8,6 +8,8 @@ the model's confidence in its answer (softmax of logits; probabilities are used 
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +26,12 @@ from flipless.validation import (
 )
 
 _CHUNK = 1 << 15
+#: Class indices given bare (no class names, no scores, no ``num_classes``) whose largest
+#: value exceeds this are renumbered by the classes present (see :func:`compact_classes`).
+DENSE_CLASS_LIMIT = 1024
+#: The most distinct classes bare class indices may hold: per-class tables and the K × K
+#: flip matrix grow with K.
+MAX_PRESENT_CLASSES = 100_000
 
 
 @dataclass(frozen=True)
@@ -149,11 +157,54 @@ def read_outputs(
     return read, label_array, num_classes
 
 
+def compact_classes(
+    old: ModelOutputs, new: ModelOutputs, labels: np.ndarray, num_classes: int
+) -> tuple[ModelOutputs, ModelOutputs, np.ndarray, int, tuple[str, ...] | None]:
+    """Bare class indices renumbered by the classes present, when the largest is far out.
+
+    The number of classes of bare indices is 1 + the largest index, so one stray index
+    (``5000000`` in a 50-row file) would make every per-class array that long. Above
+    :data:`DENSE_CLASS_LIMIT` classes, the classes present in the labels and both models'
+    answers (sorted) become 0 … P − 1 and their original indices the class names; memory then
+    follows the rows. More than :data:`MAX_PRESENT_CLASSES` present classes is an InputError.
+    Returns the outputs, labels, number of classes and class names (None when unchanged).
+    """
+    if num_classes <= DENSE_CLASS_LIMIT or old.scores is not None or new.scores is not None:
+        return old, new, labels, num_classes, None
+    values = np.concatenate([labels, old.predicted, new.predicted])
+    present, codes = np.unique(values, return_inverse=True)
+    if present.size > MAX_PRESENT_CLASSES:
+        raise InputError(
+            f"The labels and predictions hold {present.size:,} distinct class indices (largest "
+            f"{num_classes - 1:,}); expected at most {MAX_PRESENT_CLASSES:,} classes. Check the "
+            "label and prediction columns, or pass class_names (CLI: --class-names) naming "
+            "every class."
+        )
+    if present.size == num_classes:
+        return old, new, labels, num_classes, None
+    size = labels.shape[0]
+    codes = codes.astype(np.int64, copy=False)
+    names = tuple(str(index) for index in present.tolist())
+    return (
+        ModelOutputs(codes[size : 2 * size]),
+        ModelOutputs(codes[2 * size :]),
+        codes[:size],
+        int(present.size),
+        names,
+    )
+
+
 def correctness(
     output: ModelOutputs, labels: np.ndarray, top_k: int, num_classes: int
 ) -> np.ndarray | None:
     """Top-k correctness, or None for top-1 (where correctness is ``predicted == labels``)."""
-    if int(top_k) != top_k or not 1 <= top_k < num_classes:
+    whole = (
+        isinstance(top_k, numbers.Real)
+        and not isinstance(top_k, bool)
+        and math.isfinite(top_k)
+        and int(top_k) == top_k
+    )
+    if not whole or not 1 <= top_k < num_classes:
         raise InputError(
             f"top_k={top_k!r}; expected an integer from 1 to {num_classes - 1} for "
             f"{num_classes} classes."
