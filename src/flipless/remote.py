@@ -292,6 +292,60 @@ def local_copy(path: PathLike) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
+def local_tree(path: PathLike) -> Iterator[Path]:
+    """A local copy of the file or the folder (with everything under it) at ``path``.
+
+    A local path is given as it is; a remote one is downloaded to a temporary folder under the
+    same name, removed when the block ends.
+    """
+    if not is_remote(path) or not is_dir(path):
+        with local_copy(path) as local:
+            yield local
+        return
+    url = str(path).rstrip("/")
+    fs, inner = filesystem(url)
+    with tempfile.TemporaryDirectory(prefix="flipless-") as folder:
+        target = Path(folder) / (name_of(url) or "download")
+        with _translated(url, "download"):
+            fs.get(inner.rstrip("/") + "/", str(target), recursive=True)
+        yield target
+
+
+@contextlib.contextmanager
+def atomic_local_folder(path: PathLike) -> Iterator[Path]:
+    """A local folder to fill (not created yet), published to ``path`` if the block succeeds.
+
+    A local ``path`` is given as it is: the caller writes it (and stages it) itself. For a URL,
+    which must hold nothing yet, the block gets a path in a temporary folder; afterwards each
+    file under it is uploaded as :func:`atomic_local_file` does, the ``.json`` files (an index
+    of shards, a config) last, so that a reader who finds the index finds its shards.
+
+    Raises:
+        InputError: something already exists at the URL ``path``.
+    """
+    if not is_remote(path):
+        yield local_path(path)
+        return
+    url = str(path).rstrip("/")
+    if exists(url):
+        raise InputError(
+            f"{url} already exists; give a new folder URL so that new files never mix with "
+            "older ones."
+        )
+    fs, inner = filesystem(url)
+    with tempfile.TemporaryDirectory(prefix="flipless-") as folder:
+        local = Path(folder) / (name_of(url) or "upload")
+        yield local
+        files = sorted(
+            (item for item in local.rglob("*") if item.is_file()),
+            key=lambda item: (item.suffix == ".json", str(item)),
+        )
+        for item in files:
+            relative = item.relative_to(local).as_posix()
+            _upload(fs, str(item), f"{inner}/{relative}", f"{url}/{relative}")
+
+
+@contextlib.contextmanager
 def atomic_local_file(path: PathLike) -> Iterator[Path]:
     """A local temporary path to write; published to ``path`` only if the block succeeds.
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import math
 from fnmatch import fnmatchcase
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -34,14 +34,18 @@ EXAMPLE = """Examples:
 @with_example(EXAMPLE)
 @reports_errors
 def interpolate(
-    old: Annotated[Path, typer.Argument(help="The old checkpoint (file or model folder).")],
-    news: Annotated[list[Path], typer.Argument(help="One or more new checkpoints (a soup).")],
-    out: Annotated[Path, typer.Option("--out", help="A new or empty output folder.")],
+    old: Annotated[  # str, not Path: a URL (s3://bucket/old/) must keep its //
+        str, typer.Argument(help="The old checkpoint (file or model folder; a path or a URL).")
+    ],
+    news: Annotated[list[str], typer.Argument(help="One or more new checkpoints (a soup).")],
+    out: Annotated[
+        str, typer.Option("--out", help="A new or empty output folder (a path or a new URL).")
+    ],
     old_weight: Annotated[
         float | None, typer.Option("--old-weight", help="α, the weight of the old model.")
     ] = None,
     fisher: Annotated[
-        Path | None, typer.Option("--fisher", help="The old model's Fisher (safetensors).")
+        str | None, typer.Option("--fisher", help="The old model's Fisher (safetensors).")
     ] = None,
     soup_weights: Annotated[
         str | None, typer.Option("--soup-weights", help="Weights of the new models: 1,2,…")
@@ -80,6 +84,7 @@ def interpolate(
     ] = 1.0,
 ) -> None:
     """Interpolate an old model with new ones: θ = α θ_old + (1 − α) θ̄_new, streamed to --out."""
+    from flipless import remote
     from flipless.errors import InputError
     from flipless.merge.files import interpolate_files, select_for_files, write_selection
     from flipless.merge.policy import MergePolicy
@@ -136,7 +141,7 @@ def interpolate(
         max_shard_bytes=int(max_shard_gb * 2**30),
     )
     if selection is not None:
-        write_selection(selection, written / "selection.json")
+        write_selection(selection, remote.join(written, "selection.json"))
     logs.print(f"Wrote {written} (old weight {old_weight:g}).", markup=False)
 
 
@@ -186,13 +191,15 @@ def parse_rows(option: str) -> tuple[str, list[int]]:
     return tensor, rows
 
 
-def check_rule_patterns(patterns: list[str], old: Path) -> None:
+def check_rule_patterns(patterns: list[str], old: str) -> None:
     """Every ``--rule`` pattern matches a tensor of the old checkpoint, or an InputError that
     names the tensor names closest to it (a typo, most often)."""
     from flipless.errors import InputError
+    from flipless.merge.files import local_checkpoint
     from flipless.merge.streaming import open_checkpoint
 
-    names = list(open_checkpoint(old).tensors)
+    with contextlib.ExitStack() as stack:
+        names = list(open_checkpoint(local_checkpoint(old, stack)).tensors)
     for pattern in patterns:
         if not any(fnmatchcase(name, pattern) for name in names):
             closest = difflib.get_close_matches(pattern, names, n=3, cutoff=0.0)
@@ -202,13 +209,14 @@ def check_rule_patterns(patterns: list[str], old: Path) -> None:
             )
 
 
-def dev_config(dev: str, data_path: str | None, seed: int, out: Path) -> Any:
+def dev_config(dev: str, data_path: str | None, seed: int, out: str) -> Any:
     """The run config whose scenario gives --select its dev split (checked as a config is)."""
+    from flipless import remote
     from flipless.errors import InputError
     from flipless.train.config import parse_config
 
     document = {
-        "output_dir": str(out),
+        "output_dir": "." if remote.is_remote(out) else out,  # a run's folder; nothing is written
         "seed": seed,
         "data": {"name": dev} | ({"path": data_path} if data_path is not None else {}),
         "old": {"train_epochs": 1},

@@ -6,16 +6,23 @@ one or more new ones (a soup) tensor by tensor through
 :func:`select_for_files` evaluates a grid of old-weights on a dev split with
 :func:`~flipless.merge.selection.select_old_weight` (the models must be flipless model files,
 which record how to rebuild their architecture).
+
+Every path may be a URL (``s3://…``; :mod:`flipless.remote`): remote checkpoints are
+downloaded to a temporary folder first (a sharded ``*.index.json`` with its folder), and a
+remote output folder, which must not exist yet, is written locally and then uploaded file by
+file, the shard index last.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from flipless import remote
 from flipless.merge.interpolate import check_sources, interpolate, merge_tensors
 from flipless.merge.policy import MergePolicy
 from flipless.merge.selection import DEFAULT_GRID, WeightSelection, select_old_weight
@@ -34,13 +41,57 @@ def interpolate_files(
     fisher: PathLike | None = None,
     soup_weights: Sequence[float] | None = None,
     max_shard_bytes: int = 2**30,
-) -> Path:
+) -> str | Path:
     """θ(α) of the checkpoints, written to ``out_dir`` as safetensors (sharded when large).
 
     Each output file keeps the old checkpoint's metadata (a flipless model file stays
     loadable with :func:`~flipless.models.load_model`) and records the policy under
-    ``flipless.merge``.
+    ``flipless.merge``. Paths may be URLs (see the module docstring); returns ``out_dir``.
     """
+    record = {
+        "policy": policy.describe(),
+        "news": [str(path) for path in news],
+        "fisher": str(fisher) if fisher is not None else None,
+        "soup_weights": list(soup_weights) if soup_weights is not None else None,
+    }
+    with contextlib.ExitStack() as stack:
+        target = stack.enter_context(remote.atomic_local_folder(out_dir))
+        written = _interpolate_local(
+            local_checkpoint(old, stack),
+            [local_checkpoint(path, stack) for path in news],
+            target,
+            policy=policy,
+            fisher=None if fisher is None else local_checkpoint(fisher, stack),
+            soup_weights=soup_weights,
+            max_shard_bytes=max_shard_bytes,
+            record=record,
+        )
+    return remote.as_path(out_dir) if remote.is_remote(out_dir) else written
+
+
+def local_checkpoint(path: PathLike, stack: contextlib.ExitStack) -> PathLike:
+    """``path`` when local; else a downloaded copy, kept until ``stack`` closes (a sharded
+    ``*.index.json`` comes with the files of its folder)."""
+    if not remote.is_remote(path):
+        return path
+    name = remote.name_of(path)
+    if name.endswith(".index.json"):
+        return stack.enter_context(remote.local_tree(remote.parent_of(path))) / name
+    return stack.enter_context(remote.local_tree(path))
+
+
+def _interpolate_local(
+    old: PathLike,
+    news: Sequence[PathLike],
+    out_dir: PathLike,
+    *,
+    policy: MergePolicy,
+    fisher: PathLike | None,
+    soup_weights: Sequence[float] | None,
+    max_shard_bytes: int,
+    record: dict[str, Any],
+) -> Path:
+    """:func:`interpolate_files` on local files; ``record`` goes into each file's metadata."""
     old_source = open_source(old)
     new_sources = [open_source(path) for path in news]
     fisher_source = open_source(fisher) if fisher is not None else None
@@ -62,12 +113,6 @@ def interpolate_files(
             weights=soup_weights,
         )
 
-    record = {
-        "policy": policy.describe(),
-        "news": [str(path) for path in news],
-        "fisher": str(fisher) if fisher is not None else None,
-        "soup_weights": list(soup_weights) if soup_weights is not None else None,
-    }
     try:
         return stream_merge(
             old,
@@ -99,8 +144,33 @@ def select_for_files(
     ``old`` and ``news`` are flipless model files (:func:`~flipless.models.save_model`);
     every candidate is rebuilt from the old file's architecture and loaded with θ(α) of
     ``policy.with_old_weight(α)`` (the same rules and new-class rows as the merge written
-    afterwards; plain interpolation when None).
+    afterwards; plain interpolation when None). Remote files are downloaded once.
     """
+    with contextlib.ExitStack() as stack:
+        return _select_local(
+            local_checkpoint(old, stack),
+            [local_checkpoint(path, stack) for path in news],
+            dev,
+            rule=rule,
+            grid=grid,
+            fisher=None if fisher is None else local_checkpoint(fisher, stack),
+            soup_weights=soup_weights,
+            policy=policy,
+        )
+
+
+def _select_local(
+    old: PathLike,
+    news: Sequence[PathLike],
+    dev: Any,
+    *,
+    rule: str,
+    grid: Sequence[float],
+    fisher: PathLike | None,
+    soup_weights: Sequence[float] | None,
+    policy: MergePolicy | None,
+) -> WeightSelection:
+    """:func:`select_for_files` on local files."""
     from flipless.models.files import load_model
 
     old_model = load_model(old)
@@ -132,4 +202,4 @@ def write_selection(selection: WeightSelection, path: PathLike) -> None:
             return [clean(item) for item in value]
         return value
 
-    Path(path).write_text(json.dumps(clean(selection.to_dict()), indent=1) + "\n")
+    remote.write_text(path, json.dumps(clean(selection.to_dict()), indent=1) + "\n")
