@@ -13,7 +13,11 @@ transformers = pytest.importorskip("transformers")
 from flipless.errors import FileFormatError, InputError, MismatchError  # noqa: E402
 from flipless.models import build_model, load_model, save_model  # noqa: E402
 from flipless.models.hf import HFClassifier  # noqa: E402
-from flipless.models.sources import load_model_source, source_class_names  # noqa: E402
+from flipless.models.sources import (  # noqa: E402
+    load_model_source,
+    source_class_names,
+    start_from_old,
+)
 from flipless.models.text import TextClassifier  # noqa: E402
 
 WORDS = [
@@ -206,3 +210,17 @@ def test_bad_folders_and_settings(tmp_path, text_folder):
         build_model("hf", path=str(text_folder), pooling="cls")
     with pytest.raises(FileFormatError, match=r"no model at .*nothing"):
         load_model_source(tmp_path / "nothing")
+
+
+def test_init_old_widens_a_hf_classifier_by_its_label_names(text_folder, tmp_path):
+    old = load_model_source(text_folder)
+    names = ("other", "refund", "card", "password")  # the folder's id2label: card, password, other
+    torch.manual_seed(4)
+    new = start_from_old(old, names, source_class_names(text_folder))
+    assert new.num_classes == 4 and new.build_kwargs["num_classes"] == 4
+    for old_row, new_row in ((0, 2), (1, 3), (2, 0)):
+        assert torch.equal(new.head.weight[new_row], old.head.weight[old_row])
+    with torch.no_grad():
+        assert torch.equal(new.features(TEXTS), old.features(TEXTS))
+        loaded = load_model(save_model(new, tmp_path / "widened.safetensors"))
+        assert torch.equal(loaded(TEXTS), new(TEXTS))
