@@ -62,11 +62,8 @@ def test_interpolate_cli_reads_and_writes_s3(s3_checkpoints):
     )
     assert result.exit_code == 0, result.output
     check_merged(load_model(f"{out}/model.safetensors"), expected(old, new, 0.3))
-    again = runner.invoke(
-        app,
-        ["interpolate", f"{bucket}/old.safetensors", f"{bucket}/new.safetensors"]
-        + ["--old-weight", "0.3", "--out", out],
-    )
+    files = [f"{bucket}/old.safetensors", f"{bucket}/new.safetensors"]
+    again = runner.invoke(app, ["interpolate", *files, "--old-weight", "0.3", "--out", out])
     assert again.exit_code == 2 and "already exists" in again.output
 
 
