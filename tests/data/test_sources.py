@@ -173,6 +173,14 @@ def test_old_fraction_draws_from_the_new_split(tmp_path):
     assert scenario.old_train.class_counts().tolist() == [4, 4, 4]  # half of 8 per class
 
 
+def test_old_fraction_keeps_the_datas_validation_split(tmp_path):
+    path = blobs_csv(tmp_path / "rows.csv", {"train": 4, "val": 1, "test": 1})
+    scenario = load_scenario(DataConfig(name="table", path=str(path)), seed=0)
+    assert scenario.validation.ids.tolist() == [112, 113, 114]  # the rows marked val
+    assert len(scenario.new_train) == 12 and len(scenario.test) == 3
+    assert len(scenario.old_train) == 3  # 30 % of 4 per class, rounded: 1 per class
+
+
 def test_unknown_splits_are_named_with_the_ones_there(tmp_path):
     path = blobs_csv(tmp_path / "rows.csv", {"train": 2, "test": 1})
     with pytest.raises(

@@ -272,6 +272,8 @@ def test_nan_features_name_the_row_and_column(tmp_path):
     path = write(tmp_path / "train.csv", "a,b,label\n1,2,x\n3,,y\n")
     with pytest.raises(FileFormatError, match=r"row 1: feature 'b' is nan"):
         load_table(path)
+    with pytest.raises(FileFormatError, match=r"row 1: feature 'b' is nan"):
+        check_table(path)  # found by the check before training, too
     pq.write_table(pa.table({"a": [1.0, float("inf")], "label": [0, 1]}), tmp_path / "i.parquet")
     with pytest.raises(FileFormatError, match=r"row 1: feature 'a' is inf"):
         load_table(tmp_path / "i.parquet")

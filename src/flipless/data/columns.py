@@ -191,8 +191,8 @@ def splits_from_tables(tables: Sequence[SplitTable], options: ColumnOptions) -> 
 
 
 def resolve_splits(tables: Sequence[SplitTable], options: ColumnOptions) -> Resolution:
-    """Ids, labels, class names and input columns of every split, checked, without decoding
-    images (a missing image file is reported here already)."""
+    """Ids, labels, class names and input columns of every split, checked: empty texts,
+    missing image files and NaN features are reported here already; images are not decoded."""
     if not tables:
         raise InputError("no splits were found; expected at least one table of rows.")
     for table in tables:
@@ -210,12 +210,15 @@ def resolve_splits(tables: Sequence[SplitTable], options: ColumnOptions) -> Reso
         for table, split_ids, split_labels in zip(tables, ids, labels, strict=True)
     )
     resolution = Resolution(splits, class_names, input_type, input_columns, id_names)
-    if input_type == "image":
-        for split in splits:
+    for split in splits:
+        if input_type == "image":
             _image_sources(split)  # every path present before anything is decoded
-    elif input_type == "text":
-        for split in splits:
-            _texts(split)
+        elif input_type == "text":
+            _null_rows(
+                split.table, _column(split.table, input_columns[0]), input_columns[0], "a text"
+            )
+        else:
+            _features(split)
     return resolution
 
 
