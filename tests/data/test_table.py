@@ -100,6 +100,46 @@ def test_parquet_numeric_features_default_to_every_numeric_column(tmp_path):
     assert chosen.inputs[:, 0].tolist() == [1.0, 2.0, 3.0]
 
 
+def test_a_column_of_vectors_is_a_block_of_features(tmp_path):
+    table = pa.table(
+        {
+            "embedding": pa.array([[0.5, 1.0, 2.0], [3.0, -1.0, 0.0]], pa.list_(pa.float32())),
+            "extra": [7, 8],
+            "label": ["a", "b"],
+        }
+    )
+    pq.write_table(table, tmp_path / "train.parquet")
+    data = load_table(tmp_path / "train.parquet")["train"]
+    np.testing.assert_array_equal(
+        data.inputs.numpy(), np.array([[0.5, 1, 2, 7], [3, -1, 0, 8]], dtype=np.float32)
+    )
+    only = load_table(tmp_path / "train.parquet", options(input_column="embedding"))["train"]
+    assert tuple(only.inputs.shape) == (2, 3)
+    ragged = pa.table({"v": pa.array([[1.0, 2.0], [3.0]]), "label": [0, 1]})
+    pq.write_table(ragged, tmp_path / "ragged.parquet")
+    with pytest.raises(FileFormatError, match=r"row 1: column 'v' holds 1 numbers but row 0"):
+        load_table(tmp_path / "ragged.parquet")
+    holes = pa.table({"v": pa.array([[1.0, float("nan")]]), "label": [0]})
+    pq.write_table(holes, tmp_path / "holes.parquet")
+    with pytest.raises(FileFormatError, match=r"row 0: feature 'v' is nan"):
+        load_table(tmp_path / "holes.parquet")
+
+
+def test_splits_with_different_feature_widths_are_refused(tmp_path):
+    write(tmp_path / "train.csv", "a,b,label\n1,2,x\n")
+    write(tmp_path / "test.csv", "a,label\n1,x\n")
+    with pytest.raises(MismatchError, match=r"no feature column 'b'"):
+        load_table(tmp_path)
+    vectors = tmp_path / "vectors"
+    vectors.mkdir()
+    pq.write_table(pa.table({"v": pa.array([[1.0, 2.0]]), "label": [0]}), vectors / "train.parquet")
+    pq.write_table(pa.table({"v": pa.array([[1.0]]), "label": [0]}), vectors / "test.parquet")
+    with pytest.raises(
+        MismatchError, match=r"'test' split has 1 features but the 'train' split has 2"
+    ):
+        check_table(vectors)
+
+
 def test_json_lines_integer_labels_are_class_indices(tmp_path):
     path = write(
         tmp_path / "train.jsonl",

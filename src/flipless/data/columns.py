@@ -15,7 +15,8 @@ them into :class:`~flipless.data.labeled.LabeledData` with one set of rules:
 * **inputs**: texts (a string column, ``text`` by default), images (a column of paths,
   ``image`` by default, relative to the file; or a Hugging Face ``Image`` column) decoded with
   PIL to float32 ``[N, C, H, W]`` in [0, 1], or numeric feature columns (``features``, else
-  every numeric column but the id, label and split columns) as float32 ``[N, F]``.
+  every numeric column but the id, label and split columns) as float32 ``[N, F]``; a column
+  of equal-length numeric lists (an embedding per row) gives as many features as its length.
 
 Every error names the source, the row (counted from 0, the header not counted) and the
 value, and says how to fix it.
@@ -210,6 +211,7 @@ def resolve_splits(tables: Sequence[SplitTable], options: ColumnOptions) -> Reso
         for table, split_ids, split_labels in zip(tables, ids, labels, strict=True)
     )
     resolution = Resolution(splits, class_names, input_type, input_columns, id_names)
+    widths: list[int] = []
     for split in splits:
         if input_type == "image":
             _image_sources(split)  # every path present before anything is decoded
@@ -218,7 +220,14 @@ def resolve_splits(tables: Sequence[SplitTable], options: ColumnOptions) -> Reso
                 split.table, _column(split.table, input_columns[0]), input_columns[0], "a text"
             )
         else:
-            _features(split)
+            widths.append(_features(split).shape[1])
+    if len(set(widths)) > 1:
+        other = next(i for i, width in enumerate(widths) if width != widths[0])
+        raise MismatchError(
+            f"{splits[other].table.source}: the {splits[other].table.split!r} split has "
+            f"{widths[other]} features but the {splits[0].table.split!r} split has {widths[0]}; "
+            "expected one width in every split."
+        )
     return resolution
 
 
@@ -262,6 +271,12 @@ def _null_rows(table: SplitTable, column: pa.ChunkedArray, name: str, what: str)
 
 def _is_number(kind: pa.DataType) -> bool:
     return pa.types.is_integer(kind) or pa.types.is_floating(kind)
+
+
+def _is_number_list(kind: pa.DataType) -> bool:
+    """A column of numeric vectors (an embedding per row, a ``Sequence(Value("float32"))``)."""
+    lists = pa.types.is_list(kind) or pa.types.is_large_list(kind)
+    return (lists or pa.types.is_fixed_size_list(kind)) and _is_number(kind.value_type)
 
 
 def _is_string(kind: pa.DataType) -> bool:
@@ -314,7 +329,7 @@ def _input_columns(
         _require_columns(table, [column], "input_column")
     kind = _column(first, column).type
     if input_type is None:
-        if _is_number(kind):
+        if _is_number(kind) or _is_number_list(kind):
             return "features", _checked_features(tables, (column,), "input_column")
         input_type = (
             "image" if _is_image_struct(kind) or _looks_like_paths(first, column) else "text"
@@ -352,7 +367,8 @@ def _numeric_columns(table: SplitTable, options: ColumnOptions) -> tuple[str, ..
     columns = tuple(
         name
         for name in table.table.column_names
-        if name not in reserved and _is_number(_column(table, name).type)
+        if name not in reserved
+        and (_is_number(_column(table, name).type) or _is_number_list(_column(table, name).type))
     )
     if not columns:
         raise InputError(
@@ -380,7 +396,8 @@ def _checked_features(
                 )
         for column in columns:
             kind = _column(table, column).type
-            if not (_is_number(kind) or pa.types.is_boolean(kind) or pa.types.is_null(kind)):
+            numeric = _is_number(kind) or _is_number_list(kind)
+            if not (numeric or pa.types.is_boolean(kind) or pa.types.is_null(kind)):
                 raise InputError(
                     f"{table.source}: feature column {column!r} holds {kind} values; expected "
                     "numbers. Leave it out of features (or convert it to numbers)."
@@ -595,23 +612,43 @@ def _texts(split: ResolvedSplit) -> list[str]:
 
 
 def _features(split: ResolvedSplit) -> np.ndarray:
+    """float32 [N, F]: the feature columns side by side, a vector column as its width."""
     table = split.table
-    matrix = np.empty((table.table.num_rows, len(split.input_columns)), dtype=np.float64)
-    for position, name in enumerate(split.input_columns):
+    blocks = []
+    for name in split.input_columns:
         column = _column(table, name)
-        if pa.types.is_boolean(column.type) or pa.types.is_null(column.type):
-            column = column.cast(pa.float64())
-        values = column.to_numpy(zero_copy_only=False).astype(np.float64)
-        bad = np.flatnonzero(~np.isfinite(values))
+        if _is_number_list(column.type):
+            block = _vectors(table, column, name)
+        else:
+            if pa.types.is_boolean(column.type) or pa.types.is_null(column.type):
+                column = column.cast(pa.float64())
+            block = column.to_numpy(zero_copy_only=False).astype(np.float64)[:, None]
+        bad = np.flatnonzero(~np.isfinite(block).all(axis=1))
         if bad.size:
+            value = block[bad[0]][~np.isfinite(block[bad[0]])][0]
             raise FileFormatError(
-                f"{table.where(int(bad[0]))}: feature {name!r} is {float(values[bad[0]])!r} "
+                f"{table.where(int(bad[0]))}: feature {name!r} is {float(value)!r} "
                 f"({bad.size} row(s) empty, NaN or infinite in this column); expected a finite "
                 "number in every row. Fill or drop those rows (or leave the column out of "
                 "features)."
             )
-        matrix[:, position] = values
-    return matrix.astype(np.float32)
+        blocks.append(block)
+    return np.concatenate(blocks, axis=1).astype(np.float32)
+
+
+def _vectors(table: SplitTable, column: pa.ChunkedArray, name: str) -> np.ndarray:
+    """float64 [N, L] from a column of numeric lists, all of one length L."""
+    _null_rows(table, column, name, "a list of numbers")
+    lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
+    other = np.flatnonzero(lengths != lengths[0])
+    if other.size:
+        raise FileFormatError(
+            f"{table.where(int(other[0]))}: column {name!r} holds {int(lengths[other[0]])} "
+            f"numbers but row {int(table.rows[0])} holds {int(lengths[0])}; expected vectors "
+            "of one length in every row."
+        )
+    flat = pc.list_flatten(column).to_numpy(zero_copy_only=False)
+    return flat.astype(np.float64).reshape(len(lengths), int(lengths[0]))
 
 
 def _image_sources(split: ResolvedSplit) -> list[Any]:
