@@ -83,7 +83,7 @@ def test_an_existing_output_is_an_error_unless_overwrite(tmp_path, digits_models
 
 
 @pytest.mark.slow  # transformers' import and a tiny BERT: about 9 s on 2 cores
-def test_a_hugging_face_folder_on_a_csv_of_texts_writes_columns_in_the_data_class_order(
+def test_a_hugging_face_folder_on_a_csv_of_texts_takes_its_classes_from_the_model(
     tmp_path, tiny_bert
 ):
     import transformers
@@ -97,7 +97,7 @@ def test_a_hugging_face_folder_on_a_csv_of_texts_writes_columns_in_the_data_clas
         folder
     )
     model = tiny_bert(len(special) + len(words), 16, 3)
-    model_classes = ["password", "card", "other"]  # the data's sorted order is card, other, …
+    model_classes = ("password", "card", "other")
     model.config.id2label = dict(enumerate(model_classes))
     model.config.label2id = {name: k for k, name in enumerate(model_classes)}
     model.save_pretrained(folder)
@@ -106,26 +106,49 @@ def test_a_hugging_face_folder_on_a_csv_of_texts_writes_columns_in_the_data_clas
         {
             "uid": ["a-1", "b-2", "c-3", "d-4", "e-5"],
             "text": texts,
-            "label": ["card", "password", "other", "password", "card"],
+            "label": ["card", "password", "card", "password", "card"],  # no "other" here
         }
     ).to_csv(tmp_path / "test.csv", index=False)
-    out = tmp_path / "p.npz"
-
-    result = invoke(
-        "predict", folder, tmp_path / "test.csv", "--out", out, "--id-col", "uid", "--logits"
-    )
-
-    assert result.exit_code == 0, result.output
-    table = read_predictions(out)
-    assert table.ids.tolist() == ["a-1", "b-2", "c-3", "d-4", "e-5"]  # the file's own ids
-    assert table.class_names == ("card", "other", "password")
-    assert table.labels.tolist() == [0, 2, 1, 2, 0]
     from flipless.models.sources import load_model_source
 
     with torch.no_grad():
         own_order = load_model_source(folder)(texts).numpy()
-    # data class card is the model's row 1, other row 2, password row 0
-    np.testing.assert_allclose(table.scores, own_order[:, [1, 2, 0]], rtol=1e-6, atol=1e-6)
+
+    as_the_model = invoke(
+        "predict",
+        folder,
+        tmp_path / "test.csv",
+        "--out",
+        tmp_path / "p.npz",
+        "--id-col",
+        "uid",
+        "--logits",
+    )
+    reordered = invoke(
+        "predict",
+        folder,
+        tmp_path / "test.csv",
+        "--out",
+        tmp_path / "q.jsonl",
+        "--id-col",
+        "uid",
+        "--logits",
+        "--classes",
+        "card,other,password",
+    )
+
+    assert as_the_model.exit_code == 0, as_the_model.output
+    table = read_predictions(tmp_path / "p.npz")
+    assert table.ids.tolist() == ["a-1", "b-2", "c-3", "d-4", "e-5"]  # the file's own ids
+    assert table.class_names == model_classes  # all three, though the file holds two
+    assert table.labels.tolist() == [1, 0, 1, 0, 1]
+    np.testing.assert_allclose(table.scores, own_order, rtol=1e-5, atol=1e-6)
+    assert reordered.exit_code == 0, reordered.output
+    table = read_predictions(tmp_path / "q.jsonl")
+    assert table.class_names == ("card", "other", "password")
+    assert table.labels.tolist() == [0, 2, 0, 2, 0]
+    # data class card is the model's row 1, other its row 2, password its row 0
+    np.testing.assert_allclose(table.scores, own_order[:, [1, 2, 0]], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.slow  # trains an old and a new digits MLP for one epoch each

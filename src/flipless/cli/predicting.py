@@ -4,6 +4,7 @@ output ensembles; both write what ``compare``, ``gate`` and ``report`` read."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -24,6 +25,8 @@ from flipless.cli.common import (
 )
 
 CONFIG_SUFFIXES = (".toml", ".yaml", ".yml", ".json")
+#: Data sources whose class names may be set (``classes``): the model's then name them.
+LABELLED_TABLES = ("table", "hf-disk")
 
 Out = Annotated[
     str,
@@ -94,10 +97,12 @@ def predict(
     ] = None,
 ) -> None:
     """Write a model's predictions of a data split: id, label, prediction (and scores)."""
+    from flipless.data.sources import load_splits
     from flipless.errors import InputError
     from flipless.inference import in_data_order, resolve_device
     from flipless.inference import predict as run_model
     from flipless.io import check_output, write_predictions
+    from flipless.models.sources import source_class_names
 
     if logits and probabilities:
         raise InputError(
@@ -115,14 +120,21 @@ def predict(
         "features": split_list(features) if features else None,
         "classes": split_list(classes) if classes else None,
     }
-    checkpoint, splits = _sources(model, data, {k: v for k, v in columns.items() if v is not None})
+    checkpoint, data_config, seed = _sources(
+        model, data, {k: v for k, v in columns.items() if v is not None}
+    )
+    model_classes = source_class_names(checkpoint)
+    if data_config.name in LABELLED_TABLES and data_config.classes is None and model_classes:
+        # The model's classes are the label space: a file holding some of them reads as such.
+        data_config = dataclasses.replace(data_config, classes=list(model_classes))
+    splits = load_splits(data_config, seed)
     if split not in splits:
         raise InputError(
             f"--split {split!r}: the data has the split(s) {', '.join(map(repr, splits))}; pass "
             "--split with one of them."
         )
     chosen = splits[split]
-    network, model_classes = _load_model(checkpoint, chosen.num_classes, target)
+    network = _load_model(checkpoint, chosen.num_classes, model_classes, target)
     logs.print(
         f"predicting {len(chosen)} samples of {chosen.name} with {checkpoint} on {target} …",
         markup=False,
@@ -157,9 +169,9 @@ def predict(
     )
 
 
-def _sources(model: str, data: str | None, columns: dict[str, Any]) -> tuple[str, Any]:
-    """The checkpoint to load and the splits of DATA (or of the config's [data])."""
-    from flipless.data.sources import data_config_from_path, load_splits
+def _sources(model: str, data: str | None, columns: dict[str, Any]) -> tuple[str, Any, int]:
+    """The checkpoint to load, the DataConfig of DATA (or of the config's [data]), its seed."""
+    from flipless.data.sources import data_config_from_path
     from flipless.errors import InputError, MissingFileError
     from flipless.remote import suffix_of
 
@@ -179,28 +191,28 @@ def _sources(model: str, data: str | None, columns: dict[str, Any]) -> tuple[str
                     f"{', '.join(sorted(columns))} given without DATA; the config's [data] says "
                     "how its columns are read. Pass DATA too, or change the config."
                 )
-            return str(checkpoint), load_splits(run.data, run.seed)
-        return str(checkpoint), load_splits(data_config_from_path(data, **columns))
+            return str(checkpoint), run.data, run.seed
+        return str(checkpoint), data_config_from_path(data, **columns), run.seed
     if data is None:
         raise InputError(
             f"no DATA to predict: pass it after {model} (a table file or folder, a "
             "datasets.save_to_disk folder, digits, or NAME:PATH); only a run config brings its "
             "own [data]."
         )
-    return model, load_splits(data_config_from_path(data, **columns))
+    return model, data_config_from_path(data, **columns), 0
 
 
-def _load_model(checkpoint: str, num_classes: int, device: Any) -> tuple[Any, Any]:
-    """The model and the class names of its output rows (None when its source is silent)."""
-    from flipless.models.sources import load_model_source, source_class_names
+def _load_model(
+    checkpoint: str, num_classes: int, model_classes: tuple[str, ...] | None, device: Any
+) -> Any:
+    """The model in eval mode on ``device``. A Hugging Face folder that names no classes gets a
+    head of the data's width when its own head has another size."""
+    from flipless.models.sources import load_model_source
 
-    names = source_class_names(checkpoint)
-    # A Hugging Face folder without class names gets a head of the data's width only when its
-    # own head has another size (load_model_source keeps the folder's head otherwise).
     network = load_model_source(checkpoint, device=str(device))
-    if names is None and getattr(network, "num_classes", num_classes) != num_classes:
+    if model_classes is None and getattr(network, "num_classes", num_classes) != num_classes:
         network = load_model_source(checkpoint, num_classes=num_classes, device=str(device))
-    return network, names
+    return network
 
 
 @contextlib.contextmanager
