@@ -27,6 +27,7 @@ This module sits beside :mod:`flipless.errors` at the bottom of the layers: the 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import re
@@ -280,15 +281,10 @@ def local_copy(path: PathLike) -> Iterator[Path]:
     if not is_remote(path):
         yield local_path(path)
         return
-    url = str(path)
-    fs, inner = filesystem(url)
+    if is_dir(path):
+        raise FileFormatError(f"{path} is a folder; expected a file.")
     with tempfile.TemporaryDirectory(prefix="flipless-") as folder:
-        target = Path(folder) / (name_of(url) or "download")
-        with _translated(url, "download"):
-            if fs.isdir(inner):
-                raise FileFormatError(f"{url} is a folder; expected a file.")
-            fs.get_file(inner, str(target))
-        yield target
+        yield _download(str(path), Path(folder))
 
 
 @contextlib.contextmanager
@@ -298,17 +294,43 @@ def local_tree(path: PathLike) -> Iterator[Path]:
     A local path is given as it is; a remote one is downloaded to a temporary folder under the
     same name, removed when the block ends.
     """
-    if not is_remote(path) or not is_dir(path):
-        with local_copy(path) as local:
-            yield local
+    if not is_remote(path):
+        yield local_path(path)
         return
-    url = str(path).rstrip("/")
-    fs, inner = filesystem(url)
     with tempfile.TemporaryDirectory(prefix="flipless-") as folder:
-        target = Path(folder) / (name_of(url) or "download")
-        with _translated(url, "download"):
+        yield _download(str(path), Path(folder))
+
+
+_DOWNLOADS: dict[str, Path] = {}
+
+
+def downloaded(path: PathLike) -> Path:
+    """A local copy of the file or folder at ``path``, downloaded once per process.
+
+    For data read at any time during a run (images found through a table, say): the copy is
+    kept in a temporary folder until the process ends. A local path is given as it is.
+    """
+    if not is_remote(path):
+        return local_path(path)
+    url = str(path).rstrip("/")
+    if url not in _DOWNLOADS:
+        folder = Path(tempfile.mkdtemp(prefix="flipless-data-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        _DOWNLOADS[url] = _download(url, folder)
+    return _DOWNLOADS[url]
+
+
+def _download(url: str, folder: Path) -> Path:
+    """Download the file or folder at ``url`` into ``folder``, under its own name."""
+    url = url.rstrip("/")
+    fs, inner = filesystem(url)
+    target = folder / (name_of(url) or "download")
+    with _translated(url, "download"):
+        if fs.isdir(inner):
             fs.get(inner.rstrip("/") + "/", str(target), recursive=True)
-        yield target
+        else:
+            fs.get_file(inner, str(target))
+    return target
 
 
 @contextlib.contextmanager

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from flipless import remote
 from flipless.errors import FileFormatError, InputError
 
 #: The environment variable that moves the default cache folder.
@@ -61,8 +62,9 @@ def content_key(*parts: str | bytes) -> str:
 
 def path_sha256(path: str | os.PathLike[str]) -> str:
     """The SHA-256 of a file's bytes, or of a folder: of every file below it, by relative
-    name and content digest, in sorted order. Memoised per process by sizes and mtimes."""
-    root = Path(path)
+    name and content digest, in sorted order. Memoised per process by sizes and mtimes. A URL
+    is hashed in its local copy (:func:`flipless.remote.downloaded`, once per process)."""
+    root = remote.downloaded(path)
     if root.is_file():
         files = [root]
     elif root.is_dir():

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flipless import remote
 from flipless.errors import FileFormatError, InputError
 
 #: Data sets that ship with flipless; all but the first two need ``path``.
@@ -189,6 +190,15 @@ def column_options(data: DataConfig) -> Any:
     )
 
 
+def local_data(data: DataConfig) -> DataConfig:
+    """``data`` with a URL ``path`` (``s3://bucket/texts.csv``, a folder URL) replaced by a
+    local copy, downloaded once per process (:func:`flipless.remote.downloaded`). Image paths
+    in a table are relative to it, so a table of images is given by its folder's URL."""
+    if data.path is None or not remote.is_remote(data.path):
+        return data
+    return dataclasses.replace(data, path=str(remote.downloaded(data.path)))
+
+
 def load_splits(data: DataConfig, seed: int = 0) -> Any:
     """Every split of the source, by name (a :class:`~flipless.data.columns.Splits`: a dict
     of LabeledData whose ``id_names`` keep string ids); "val" and "dev" become "validation".
@@ -198,6 +208,7 @@ def load_splits(data: DataConfig, seed: int = 0) -> Any:
     from flipless.data.table import split_name
 
     check_data_config(data)
+    data = local_data(data)
     if data.name == "table":
         from flipless.data.table import load_table
 
@@ -233,6 +244,7 @@ def load_scenario(data: DataConfig, seed: int = 0) -> Any:
     from flipless.data.scenario import massive_update_scenario
 
     check_data_config(data)
+    data = local_data(data)
     if data.name == "massive" and (Path(data.path) / "updated").is_dir():
         return massive_update_scenario(data.path)
     return scenario_from_splits(load_splits(data, seed), data, seed)
@@ -360,6 +372,7 @@ def check_data(data: DataConfig) -> DataSummary:
     the splits ``old_split`` / ``new_split`` name present. A shipped data set's path is
     checked to exist; a target to be an importable callable (it is not called)."""
     check_data_config(data)
+    data = local_data(data)
     if data.name in ("table", "hf-disk"):
         if data.name == "table":
             from flipless.data.table import check_table
@@ -402,6 +415,7 @@ def data_config_from_path(path: str | Path, **options: Any) -> DataConfig:
     "hf-disk"; a folder of class folders → "image-folder"; "digits" / "fashion-mnist" → that
     shipped data set; ``NAME:PATH`` (e.g. ``cifar10:/data/cifar``) → a shipped data set at a
     path. ``options`` are other DataConfig keys (``label_column="intent"``, ``classes=[…]``).
+    A URL (``s3://bucket/texts.csv``) is downloaded first (:func:`local_data`).
     """
     from flipless.data.hf_disk import is_hf_disk_folder
     from flipless.data.table import is_table_path
@@ -410,7 +424,7 @@ def data_config_from_path(path: str | Path, **options: Any) -> DataConfig:
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise InputError(f"unknown data option(s) {unknown}; expected some of {sorted(allowed)}.")
-    text = str(path)
+    text = str(remote.downloaded(path)) if remote.is_remote(path) else str(path)
     name, _, rest = text.partition(":")
     if name in SHIPPED and rest and not Path(text).exists():
         config = DataConfig(name=name, path=str(Path(rest).expanduser().resolve()), **options)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from flipless import remote
 from flipless.data.labeled import LabeledData
 from flipless.errors import FileFormatError, InputError, MismatchError
 from flipless.models.files import load_model, read_model_info
@@ -129,6 +130,11 @@ def old_model_seed(seed: int) -> int:
     return seed + OLD_SEED_OFFSET
 
 
+def local_source(source: str | os.PathLike[str]) -> Path:
+    """The local file or folder of a model source; a URL's is downloaded once per process."""
+    return remote.downloaded(source) if remote.is_remote(source) else Path(source).expanduser()
+
+
 def load_model_source(
     source: str | os.PathLike[str], num_classes: int | None = None, device: str = "cpu"
 ) -> nn.Module:
@@ -136,9 +142,10 @@ def load_model_source(
 
     ``source`` is a flipless checkpoint file (rebuilt by :func:`~flipless.models.load_model`)
     or a local Hugging Face folder (``build_model("hf", path=source, num_classes=…)``; with
-    ``num_classes`` None the folder's own head is kept).
+    ``num_classes`` None the folder's own head is kept). A URL (a file or a folder) is
+    downloaded once per process (:func:`flipless.remote.downloaded`).
     """
-    path = Path(source).expanduser()
+    path = local_source(source)
     if path.is_dir():
         model = build_model("hf", path=str(path), num_classes=num_classes)
         return model.to(device).eval()
@@ -162,7 +169,7 @@ def source_class_names(source: str | os.PathLike[str]) -> tuple[str, ...] | None
     ``flipless train``); a Hugging Face folder in ``config.json``'s ``id2label`` (unless
     those are the placeholders ``LABEL_0``, ``LABEL_1``, …).
     """
-    path = Path(source).expanduser()
+    path = local_source(source)
     if path.is_dir():
         config = path / "config.json"
         try:
