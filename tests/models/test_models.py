@@ -296,7 +296,11 @@ def test_build_model_by_name():
 
 
 def test_build_model_errors_list_what_is_accepted():
-    with pytest.raises(InputError, match=r"Unknown model 'vgg'; expected one of 'cnn', 'mlp'"):
+    with pytest.raises(
+        InputError,
+        match=r"Unknown model 'vgg'; expected one of 'cnn', 'encoder-head', 'hf', 'mlp', "
+        r"'resnet', 'resnet18', 'target', 'text'\.",
+    ):
         build_model("vgg", num_classes=10)
     with pytest.raises(
         InputError,
