@@ -226,6 +226,17 @@ def test_image_paths_relative_to_the_file_are_decoded_to_float_tensors(tmp_path)
     np.testing.assert_allclose(data.inputs[1, 1:].numpy(), np.zeros((2, 2, 2)), atol=1e-7)
 
 
+def test_one_colour_image_in_any_split_makes_every_split_rgb(tmp_path):
+    png(tmp_path / "g.png", np.full((2, 2), 10, dtype=np.uint8))
+    png(tmp_path / "c.png", np.full((2, 2, 3), 20, dtype=np.uint8))
+    write(tmp_path / "train.csv", "image,label\ng.png,x\n")
+    write(tmp_path / "test.csv", "image,label\nc.png,x\n")
+    splits = load_table(tmp_path)
+    assert tuple(splits["train"].inputs.shape) == (1, 3, 2, 2)
+    assert tuple(splits["test"].inputs.shape) == (1, 3, 2, 2)
+    np.testing.assert_allclose(splits["train"].inputs.numpy(), 10 / 255, atol=1e-7)
+
+
 def test_grey_images_stay_one_channel_and_image_size_resizes(tmp_path):
     png(tmp_path / "a.png", np.full((4, 6), 200, dtype=np.uint8))
     png(tmp_path / "b.png", np.full((3, 3), 100, dtype=np.uint8))

@@ -705,7 +705,12 @@ def _images(splits: Sequence[ResolvedSplit], image_size: Any) -> list[np.ndarray
                     if size is not None:
                         image = image.resize(size[::-1], Image.Resampling.BILINEAR)
                     array = np.asarray(image, dtype=np.uint8)
-            except (OSError, UnidentifiedImageError, ValueError) as error:
+            except (
+                OSError,
+                UnidentifiedImageError,
+                ValueError,
+                Image.DecompressionBombError,
+            ) as error:
                 raise FileFormatError(
                     f"{where} could not be read as an image ({error}); expected an image file "
                     "PIL can open. Fix or remove the row."
