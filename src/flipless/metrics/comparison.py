@@ -18,6 +18,7 @@ import pandas as pd
 
 from flipless.errors import InputError, MismatchError
 from flipless.metrics.counts import FlipCounts
+from flipless.metrics.instance_file import top_regression_rows
 from flipless.metrics.outcomes import (
     NUM_OUTCOMES,
     flip_pairs,
@@ -240,36 +241,48 @@ class Comparison:
         }
         if which not in masks:
             raise InputError(f"which={which!r}; expected one of {sorted(masks)}.")
-        columns: dict[str, np.ndarray] = {
-            "id": instances.ids,
-            "label": instances.labels,
-            "old_pred": instances.old_pred,
-            "new_pred": instances.new_pred,
-            "old_correct": instances.old_correct,
-            "new_correct": instances.new_correct,
-            "negative_flip": instances.negative_flip,
-            "positive_flip": instances.positive_flip,
-        }
-        if instances.old_confidence is not None:
-            columns["old_confidence"] = instances.old_confidence
-        if instances.new_confidence is not None:
-            columns["new_confidence"] = instances.new_confidence
-        frame = pd.DataFrame(columns)
-        if self.class_names:
-            for column in ("label", "old_pred", "new_pred"):
-                frame[column + "_name"] = np.asarray(self.class_names, dtype=object)[frame[column]]
         mask = masks[which]
-        return frame if mask is None else frame[mask].reset_index(drop=True)
+        return self._rows_frame(instances, None if mask is None else np.flatnonzero(mask))
 
     def top_regressions(self, n: int = 10) -> pd.DataFrame:
         """The ``n`` negative flips to look at first: where the new model is most confident.
 
         Without scores, the first ``n`` negative flips in input order.
         """
-        frame = self.instance_frame("negative_flips")
-        if "new_confidence" in frame:
-            frame = frame.sort_values("new_confidence", ascending=False, kind="stable")
-        return frame.head(n).reset_index(drop=True)
+        instances = self._require_instances()
+        return self._rows_frame(instances, top_regression_rows(instances, n))
+
+    def _rows_frame(self, instances: Instances, rows: np.ndarray | None) -> pd.DataFrame:
+        """The columns of :meth:`instance_frame` for ``rows`` (None: every row), in that order."""
+
+        def picked(values: np.ndarray) -> np.ndarray:
+            return values if rows is None else values[rows]
+
+        kept = Instances(
+            labels=picked(instances.labels),
+            old_pred=picked(instances.old_pred),
+            new_pred=picked(instances.new_pred),
+            codes=picked(instances.codes),
+        )
+        columns: dict[str, np.ndarray] = {
+            "id": picked(instances.ids),
+            "label": kept.labels,
+            "old_pred": kept.old_pred,
+            "new_pred": kept.new_pred,
+            "old_correct": kept.old_correct,
+            "new_correct": kept.new_correct,
+            "negative_flip": kept.negative_flip,
+            "positive_flip": kept.positive_flip,
+        }
+        if instances.old_confidence is not None:
+            columns["old_confidence"] = picked(instances.old_confidence)
+        if instances.new_confidence is not None:
+            columns["new_confidence"] = picked(instances.new_confidence)
+        frame = pd.DataFrame(columns)
+        if self.class_names:
+            for column in ("label", "old_pred", "new_pred"):
+                frame[column + "_name"] = np.asarray(self.class_names, dtype=object)[frame[column]]
+        return frame
 
     # Serialisation ---------------------------------------------------------------------------
     def to_dict(self, instances: bool = True) -> dict[str, Any]:
