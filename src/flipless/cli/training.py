@@ -39,12 +39,10 @@ def train(
     """Train a new model compatibly as CONFIG says; measure it against the old one on test."""
     import dataclasses
 
-    from flipless.data.sources import check_data
     from flipless.train.config import load_config
     from flipless.train.recipe import run_config
 
     run = load_config(config)
-    check_data(run.data)  # files, columns and labels, before the old model trains
     if progress is not None:
         from flipless.train.settings import TrainSettings
 
@@ -89,7 +87,6 @@ def sweep(
     ] = False,
 ) -> None:
     """Run a grid of compatible updates (method × strength × seed); a rerun resumes it."""
-    from flipless.data.sources import check_data
     from flipless.sweep.config import load_sweep_config, with_overrides
     from flipless.sweep.display import front_table
     from flipless.sweep.pareto import select_point
@@ -98,7 +95,6 @@ def sweep(
     settings = with_overrides(
         load_sweep_config(config), workers=workers, backend=backend, store=store
     )
-    check_data(settings.base.data)  # files, columns and labels, before the old model trains
     outcome = run_sweep(
         settings, quiet=quiet or logs.quiet, new_store=force_new_store, console=logs
     )

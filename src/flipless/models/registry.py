@@ -69,19 +69,24 @@ def model_names() -> list[str]:
     return sorted(set(MODELS) | set(_LAZY_MODELS))
 
 
-def build_model(name: str, **kwargs: Any) -> nn.Module:
-    """The model registered as ``name``, built with ``kwargs`` (checked against its signature).
-
-    ``build_model("cnn", in_channels=1, num_classes=10, image_size=28)``. The ``"text"`` model
-    is registered when first asked for (its module imports transformers lazily).
-    """
+def model_factory(name: str) -> Callable[..., nn.Module]:
+    """The class or function registered as ``name`` (a built-in's module imported first)."""
     if name not in MODELS and name in _LAZY_MODELS:
         importlib.import_module(_LAZY_MODELS[name])
     if name not in MODELS:
         raise InputError(
             f"Unknown model {name!r}; expected one of {', '.join(map(repr, model_names()))}."
         )
-    factory = MODELS[name]
+    return MODELS[name]
+
+
+def build_model(name: str, **kwargs: Any) -> nn.Module:
+    """The model registered as ``name``, built with ``kwargs`` (checked against its signature).
+
+    ``build_model("cnn", in_channels=1, num_classes=10, image_size=28)``. The ``"text"`` model
+    is registered when first asked for (its module imports transformers lazily).
+    """
+    factory = model_factory(name)
     signature = inspect.signature(factory)
     try:
         signature.bind(**kwargs)

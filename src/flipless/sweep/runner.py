@@ -269,8 +269,13 @@ def run_sweep(
     """Run every point of ``config`` that the store lacks; see the module docstring.
 
     ``new_store=True`` moves an existing store (and the sweep's files beside it) into
-    ``replaced-<time>/`` first, instead of refusing a changed base config.
+    ``replaced-<time>/`` first, instead of refusing a changed base config. The base config is
+    checked whole first (:func:`~flipless.train.check.check_run_config`; the grid's methods
+    and options were checked when the config was read), before any folder is made.
     """
+    from flipless.train.check import check_run_config
+
+    check_run_config(config.base)
     folder, store_path = config.folder, Path(config.store)
     folder.mkdir(parents=True, exist_ok=True)
     fingerprint, settings = base_fingerprint(config.base)

@@ -37,6 +37,7 @@ from flipless.models.sources import (
     precompute_features,
 )
 from flipless.teachers import ModelTeacher, known_classes, teacher_in_label_space
+from flipless.train.check import check_run_config
 from flipless.train.config import RunConfig
 from flipless.train.loop import fit
 from flipless.train.records import FitResult
@@ -180,7 +181,12 @@ def build_objective(config: RunConfig, old: nn.Module):
 
 
 def run_config(config: RunConfig) -> RunOutcome:
-    """Train and measure the update the config describes; see the module docstring."""
+    """Train and measure the update the config describes; see the module docstring.
+
+    The whole config is checked first (:func:`~flipless.train.check.check_run_config`): a
+    bad key anywhere fails before any file is written or any model trained.
+    """
+    check_run_config(config)
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2, default=str))
