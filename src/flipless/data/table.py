@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -53,15 +52,20 @@ SUFFIX_FORMATS = {
 COMPRESSION_SUFFIXES = (".gz", ".bz2")
 VALIDATION_ALIASES = ("val", "dev")
 SPLIT_ORDER = ("train", "validation", "test")
+_DESCRIPTIONS: dict[str, str] = {
+    "csv": "comma-separated file with a header row",
+    "tsv": "tab-separated file with a header row",
+    "parquet": "Parquet file",
+    "jsonl": "JSON Lines file (one JSON object per line)",
+}
 
 
 def load_table(
     path: str | Path, options: ColumnOptions | None = None, format: str | None = None
 ) -> Splits:
     """Every split of the table file or folder at ``path``, as LabeledData (module docstring)."""
-    return splits_from_tables(
-        table_splits(path, options or ColumnOptions(), format), options or ColumnOptions()
-    )
+    options = options or ColumnOptions()
+    return splits_from_tables(table_splits(path, options, format), options)
 
 
 def check_table(
@@ -263,11 +267,3 @@ def read_table(path: Path, kind: str, string_columns: list[str] | None = None) -
             f"{path} could not be read as {kind.upper()} ({error}); expected a "
             f"{_DESCRIPTIONS[kind]}. Fix the file, or set format if its suffix is wrong."
         ) from error
-
-
-_DESCRIPTIONS: dict[str, Any] = {
-    "csv": "comma-separated file with a header row",
-    "tsv": "tab-separated file with a header row",
-    "parquet": "Parquet file",
-    "jsonl": "JSON Lines file (one JSON object per line)",
-}
