@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from flipless.data.columns import (
     ColumnOptions,
@@ -172,8 +173,7 @@ def _one_file(path: Path, kind: str, options: ColumnOptions) -> list[SplitTable]
             f"{path}: column {split_column!r} is empty at rows {first_few(empty)}; expected a "
             "split name (train, validation, test, …) in every row."
         )
-    names = np.asarray(column.to_pylist(), dtype=object)
-    present = sorted(set(names.tolist()))
+    present = sorted(pc.unique(column).to_pylist())
     aliases = [name for name in present if name in ("validation", *VALIDATION_ALIASES)]
     if len(aliases) > 1:
         raise FileFormatError(
@@ -182,7 +182,7 @@ def _one_file(path: Path, kind: str, options: ColumnOptions) -> list[SplitTable]
         )
     splits = []
     for name in _ordered(present):
-        positions = np.flatnonzero(names == name)
+        positions = np.flatnonzero(pc.equal(column, name).to_numpy(zero_copy_only=False))
         splits.append(
             replace(
                 whole,
