@@ -67,6 +67,14 @@ def test_predict_then_compare_gives_the_comparison_computed_in_memory(tmp_path, 
     assert list(pd.read_csv(new_file, nrows=0).columns[:3]) == ["id", "label", "prediction"]
 
 
+def test_quiet_leaves_only_the_result(tmp_path, digits_models):
+    result = invoke("--quiet", "predict", digits_models[0], "digits", "--out", tmp_path / "p.csv")
+
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""  # no log line, no progress bar
+    assert result.stdout.startswith("Wrote ")
+
+
 def test_an_existing_output_is_an_error_unless_overwrite(tmp_path, digits_models):
     out = tmp_path / "p.jsonl"
     assert invoke("predict", digits_models[0], "digits", "--out", out).exit_code == 0

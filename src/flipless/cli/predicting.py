@@ -145,8 +145,7 @@ def predict(
             network, chosen, batch_size=batch_size, device=target, on_batch=advance
         )
     predictions = in_data_order(predictions, model_classes)
-    original_ids = getattr(splits, "original_ids", None)
-    ids = predictions.ids if original_ids is None else original_ids(predictions.ids)
+    ids = splits.original_ids(predictions.ids)  # a file's text ids as it wrote them
     scores = None
     if logits or probabilities:
         scores = predictions.probabilities() if probabilities else predictions.logits
