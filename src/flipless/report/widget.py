@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from flipless import remote
 from flipless.errors import FliplessError, FliplessWarning, InputError, MissingExtraError
 from flipless.report.html import asset
 from flipless.report.payload import MAX_INSTANCES_PER_POINT, build_payload
@@ -134,11 +135,14 @@ def widget_class() -> type:
         def refresh(self) -> None:
             """Read the source again (a store path may have grown) and redraw."""
             source = self._source
-            if isinstance(source, (str, os.PathLike)) and Path(source).suffix in STORE_SUFFIXES:
+            if (
+                isinstance(source, (str, os.PathLike))
+                and remote.suffix_of(source) in STORE_SUFFIXES
+            ):
                 from flipless.sweep.store import read_records
 
                 records = read_records(source)  # a store not written yet has none
-                loaded = from_records(records, Path(source).parent) if records else None
+                loaded = from_records(records, remote.parent_of(source)) if records else None
             else:
                 loaded = None if source is None else load_source(source, base_dir=self._base_dir)
             if loaded is None:
@@ -153,6 +157,11 @@ def widget_class() -> type:
                 raise InputError(
                     "watch needs a results store path as the source; for records in memory call "
                     "add_record(record) as each run finishes."
+                )
+            if remote.is_remote(self._source):
+                raise InputError(
+                    f"watch polls a local store's file; {self._source} is a URL. Call refresh() "
+                    "to read it again, or watch the sweep's local store."
                 )
             if not interval_s > 0:
                 raise InputError(
