@@ -9,7 +9,7 @@ Layout (the folder is the store's folder)::
     old/                    its training checkpoints (a killed old-model training resumes)
     old_fisher.safetensors  the old model's diagonal Fisher (only for fisher-bcwi)
     points/<safe id>/       one folder per point: config.json, model.safetensors,
-                            test_comparison.json, history.json
+                            test_comparison.json (+ .instances.parquet), history.json
 
 The sidecar is written before anything is trained. Opening a folder whose sidecar holds
 another fingerprint is refused (:class:`~flipless.errors.FliplessError`) unless the caller

@@ -6,7 +6,8 @@ split with selection on validation → the kept model measured against the old o
 
 Files written to ``output_dir``: ``config.json`` (the checked config), ``old.safetensors``
 (when the old model is trained here), ``teacher.safetensors`` (cached logits), ``new/`` (the
-loop's checkpoints), ``model.safetensors`` (the kept new model), ``test_comparison.json`` and
+loop's checkpoints), ``model.safetensors`` (the kept new model), ``test_comparison.json`` (the
+summary) with ``test_comparison.instances.parquet`` (every test sample's outcome), and
 ``summary.json`` (history, test metrics, seeds and data sizes).
 """
 
@@ -227,7 +228,7 @@ def run_config(config: RunConfig) -> RunOutcome:
             predicted_classes(old_view.as_model(), scenario.test),
             predicted_classes(result.model, scenario.test),
             scenario.test.labels.numpy(),
-            ids=scenario.test.ids.numpy(),
+            ids=scenario.original_ids(scenario.test.ids),
             class_names=list(scenario.class_names),
             seed=config.seed,
             old_classes=old_classes,
