@@ -49,18 +49,16 @@ import json
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from common import load_average, machine_facts, write_atomically
+from common import add_output_options, load_average, machine_facts, output_path, write_atomically
 from flipless import compare
 from flipless.continual import SoftMasker, add_task, select_layers, to_subnetwork, use_task
 from flipless.data.loaders import load_digits, load_fashion_mnist
 from flipless.train import MLP, LabeledData, TrainSettings, fit
 
-RESULTS = Path(__file__).parent / "results" / "continual.json"
 TASKS = ((0, 1), (2, 3), (4, 5), (6, 7), (8, 9))
 GRANULARITIES = ("unit", "parameter")
 OPTIMIZERS: dict[str, Callable[[object], torch.optim.Optimizer]] = {
@@ -188,11 +186,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--quick", action="store_true", help="one seed, 2 epochs")
-    parser.add_argument("--output", type=Path, default=None)
+    add_output_options(parser, "continual")
     args = parser.parse_args()
     if args.quick:
         args.seeds, args.epochs = args.seeds[:1], 2
-    output = args.output or (None if args.quick else RESULTS)
+    output = None if args.quick and args.output is None else output_path(args, "continual")
     torch.set_num_threads(min(2, torch.get_num_threads()))
     train, test = load_data(args.data, args.per_class)
     loads = {"start": load_average()}

@@ -49,11 +49,10 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import flipless
-from common import load_average, machine_facts, write_atomically
+from common import add_output_options, load_average, machine_facts, output_path, write_atomically
 from flipless.losses import CompatibilityLoss, build_loss
 from flipless.teachers import CachedTeacher, ModelTeacher
 
-RESULTS = Path(__file__).parent / "results" / "loss_overhead.json"
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 DIGITS_TARGET_SIZE = 20_000
 BATCH_SIZE = 256
@@ -217,8 +216,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=5, help="timed epochs per variant")
     parser.add_argument("--samples", type=int, default=None, help="cap the training samples")
-    parser.add_argument("--output", type=Path, default=RESULTS)
+    add_output_options(parser, "loss_overhead")
     args = parser.parse_args()
+    args.output = output_path(args, "loss_overhead")
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1; got {args.repeats}.")
     if args.samples is not None and args.samples < BATCH_SIZE:

@@ -57,7 +57,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import flipless
-from common import cpu_model, write_atomically
+from common import add_output_options, cpu_model, output_path, write_atomically
 from flipless.merge.streaming import (
     SafetensorsWriter,
     TensorEntry,
@@ -66,7 +66,6 @@ from flipless.merge.streaming import (
 )
 from flipless.merge.tensors import merge_tensor
 
-RESULTS = Path(__file__).parent / "results" / "merge_memory.json"
 OLD_WEIGHT = 0.3
 NEW_NOISE = 0.01
 ROW = 4096  # float32 elements per row of every synthetic tensor
@@ -289,9 +288,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()))
     parser.add_argument("--keep", action="store_true", help="keep the synthetic checkpoints")
-    parser.add_argument("--output", type=Path, default=RESULTS)
+    add_output_options(parser, "merge_memory")
     parser.add_argument("--worker", nargs=5, metavar=("MODE", "OLD", "NEW", "OUT", "REPORT"))
     args = parser.parse_args()
+    args.output = output_path(args, "merge_memory")
     if args.worker:
         mode, *paths = args.worker
         worker(mode, *map(Path, paths))

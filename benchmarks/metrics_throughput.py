@@ -27,15 +27,13 @@ import statistics
 import time
 import tracemalloc
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
 
 import flipless
+from common import add_output_options, output_path, write_atomically
 from flipless import compare
-
-RESULTS = Path(__file__).parent / "results" / "metrics_throughput.json"
 
 
 def timed(function: Callable[[], object], repeats: int) -> float:
@@ -94,7 +92,9 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--loop-size", type=int, default=20_000)
+    add_output_options(parser, "metrics_throughput")
     args = parser.parse_args()
+    output = output_path(args, "metrics_throughput")
 
     old, new, labels = make_predictions(args.size, args.classes)
     flipless_seconds = timed(lambda: full_comparison(old, new, labels), args.repeats)
@@ -134,8 +134,7 @@ def main() -> None:
             "peak_bytes_below": 1 << 30,
         },
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    write_atomically(output, json.dumps(result, indent=2) + "\n")
     print(
         f"{args.size:,} predictions, {args.classes} classes\n"
         f"  flipless full comparison : {flipless_seconds * 1e3:8.1f} ms "
@@ -145,7 +144,7 @@ def main() -> None:
         f"{result['speedup_over_per_element_loop']:,.0f}× faster (goal ≥ 1000×)\n"
         f"  peak allocated by compare: {traced_peak / 2**20:8.1f} MiB; max RSS incl. inputs "
         f"{max_rss / 2**20:.0f} MiB (goal < 1024 MiB)\n"
-        f"wrote {RESULTS}"
+        f"wrote {output}"
     )
 
 

@@ -41,10 +41,9 @@ from typing import Any
 import numpy as np
 
 import flipless
-from common import load_average, machine_facts, write_atomically
+from common import add_output_options, load_average, machine_facts, output_path, write_atomically
 from flipless.report import write_report
 
-RESULTS = Path(__file__).parent / "results" / "report_scale.json"
 CHROMIUM = "/usr/bin/chromium"
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
 CLASSES = 10
@@ -160,8 +159,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--thumbnails", action="store_true")
-    parser.add_argument("--output", type=Path, default=RESULTS)
+    add_output_options(parser, "report_scale")
     args = parser.parse_args()
+    args.output = output_path(args, "report_scale")
     from playwright.sync_api import sync_playwright
 
     loads = {"start": load_average()}

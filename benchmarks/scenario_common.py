@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from common import load_average, machine_facts, write_atomically
+from common import add_output_options, load_average, machine_facts, output_path, write_atomically
 from flipless import Comparison
 
 BENCHMARKS = Path(__file__).resolve().parent
@@ -77,8 +77,10 @@ def parse_args(
     extra: Callable[[argparse.ArgumentParser], None] | None = None,
 ) -> argparse.Namespace:
     """``--quick`` (one seed, fewer epochs; written only with ``--output``), ``--seeds``,
-    ``--output`` (default ``benchmarks/results/scenario_<name>.json``), ``--no-report``, and
-    the scenario's own options added by ``extra(parser)``."""
+    ``--output`` (default ``benchmarks/out/scenario_<name>.json``), ``--publish`` (write
+    ``benchmarks/results/scenario_<name>.json`` and regenerate docs/RESULTS.md), ``--methods``
+    (a subset; ``plain`` is always run), ``--no-report``, and the scenario's own options added
+    by ``extra(parser)``."""
     parser = argparse.ArgumentParser(
         description=doc.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -86,15 +88,22 @@ def parse_args(
     parser.add_argument(
         "--quick", action="store_true", help=f"one seed, fewer epochs (under {quick_seconds})"
     )
-    parser.add_argument("--output", type=Path, default=None, help="where the JSON goes")
+    add_output_options(parser, f"scenario_{name}")
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        metavar="METHOD",
+        default=None,
+        help="run only these methods (default: all; plain, the reference, always runs)",
+    )
     parser.add_argument("--no-report", action="store_true", help="skip the HTML report")
     if extra is not None:
         extra(parser)
     args = parser.parse_args()
     if args.quick:
         args.seeds = args.seeds[:1]
-    if args.output is None and not args.quick:
-        args.output = RESULTS_DIR / f"scenario_{name}.json"
+    if args.publish or args.output is not None or not args.quick:
+        args.output = output_path(args, f"scenario_{name}")
     return args
 
 

@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from common import chosen_methods
 from flipless import Comparison, compare
 from flipless.losses import build_loss
 from flipless.merge import (
@@ -420,6 +421,7 @@ def run_scenario(
     seeds it finished (``seeds`` lists them, ``seeds_requested`` the whole request); the HTML
     report shows the first seed and is written once it is done.
     """
+    methods = chosen_methods(args, methods, always=("plain",))
     timer = Timer()
     runs: list[dict[str, Any]] = []
     html = None

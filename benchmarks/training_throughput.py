@@ -60,13 +60,12 @@ import torch
 import torch.nn.functional as F
 
 import flipless
-from common import load_average, machine_facts, write_atomically
+from common import add_output_options, load_average, machine_facts, output_path, write_atomically
 from flipless.data.loaders import FASHION_MNIST_DEBIAN_PATH, load_digits, load_fashion_mnist
 from flipless.losses import CompatibilityLoss, build_loss
 from flipless.teachers import CachedTeacher
 from flipless.train import MLP, LabeledData, TrainSettings, distributed, fit
 
-RESULTS = Path(__file__).parent / "results" / "training_throughput.json"
 DIGITS_TARGET_SIZE = 20_000
 HIDDEN = (512, 512)
 BATCH_SIZE = 256
@@ -362,10 +361,11 @@ def parse_arguments(arguments: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=1, help="epochs per run")
     parser.add_argument("--samples", type=int, default=None, help="cap the training samples")
     parser.add_argument("--skip-distributed", action="store_true", help="skip question (2)")
-    parser.add_argument("--output", type=Path, default=RESULTS)
+    add_output_options(parser, "training_throughput")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--worker-output", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(arguments)
+    args.output = output_path(args, "training_throughput")
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1; got {args.repeats}.")
     if args.epochs < 1:

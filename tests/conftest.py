@@ -10,6 +10,52 @@ from pathlib import Path
 
 import pytest
 
+#: System packages some tests need, by the file or folder each installs. Where one is missing
+#: the tests that need it skip, naming the package and how to install it; with
+#: ``FLIPLESS_REQUIRE_SYSTEM_PACKAGES=1`` (set by ``.ci/run``, which installs them) they fail.
+SYSTEM_PACKAGES = {
+    "chromium": Path("/usr/bin/chromium"),
+    "dataset-fashion-mnist": Path("/usr/share/datasets/fashion-mnist"),
+}
+REQUIRE_SYSTEM_PACKAGES = "FLIPLESS_REQUIRE_SYSTEM_PACKAGES"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "system_package(name): needs a Debian package of SYSTEM_PACKAGES in tests/conftest.py "
+        "(skipped without it, unless FLIPLESS_REQUIRE_SYSTEM_PACKAGES=1)",
+    )
+
+
+def needed_system_packages(item: pytest.Item) -> list[str]:
+    """The system packages ``item`` needs: its ``system_package`` marks, and chromium for the
+    ``browser`` mark."""
+    names = [mark.args[0] for mark in item.iter_markers("system_package")]
+    if item.get_closest_marker("browser") is not None:
+        names.append("chromium")
+    unknown = [name for name in names if name not in SYSTEM_PACKAGES]
+    if unknown:
+        raise pytest.UsageError(f"{item.nodeid}: unknown system_package {unknown}.")
+    return names
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Skip (or, when CI requires them, fail) a test whose system package is missing."""
+    for name in needed_system_packages(item):
+        path = SYSTEM_PACKAGES[name]
+        if path.exists():
+            continue
+        reason = (
+            f"needs the Debian package {name} ({path} is missing); install it with "
+            f"`sudo apt-get install {name}`"
+        )
+        if os.environ.get(REQUIRE_SYSTEM_PACKAGES) == "1":
+            pytest.fail(f"{reason} ({REQUIRE_SYSTEM_PACKAGES}=1 requires it)", pytrace=False)
+        pytest.skip(reason)
+
+
 #: What a rank prints when torch's gloo backend aborts it as the run ends (a thread object
 #: destroyed unjoined): seen in about one clean CI run in two, in a different torchrun test
 #: each time, with or without a barrier before destroy_process_group.

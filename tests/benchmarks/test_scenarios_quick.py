@@ -154,11 +154,8 @@ def test_tabular_quick_run_writes_a_complete_result(tmp_path):
     assert after == before
 
 
-FASHION = Path("/usr/share/datasets/fashion-mnist")
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not FASHION.is_dir(), reason="needs the package dataset-fashion-mnist")
+@pytest.mark.system_package("dataset-fashion-mnist")
 @pytest.mark.parametrize("architecture", ["cnn", "mlp"])
 def test_fashion_mnist_quick_run_writes_every_method(tmp_path, architecture):
     output = tmp_path / "scenario_fashion_mnist.json"

@@ -178,9 +178,7 @@ def test_fashion_mnist_missing_files_and_folders(tmp_path: Path, monkeypatch) ->
         load_fashion_mnist()
 
 
-@pytest.mark.skipif(
-    not datasets.FASHION_MNIST_DEBIAN_PATH.is_dir(), reason="dataset-fashion-mnist not installed"
-)
+@pytest.mark.system_package("dataset-fashion-mnist")
 def test_load_fashion_mnist_real_debian_files() -> None:
     splits = load_fashion_mnist()
     train, test = splits["train"], splits["test"]

@@ -2,8 +2,9 @@
 per test, every network request blocked and recorded.
 
 The browser is Debian's ``/usr/bin/chromium`` driven by Playwright (which downloads no
-browser). When it is missing the tests fail, they do not skip: CI installs it with
-``apt-get install chromium``.
+browser). The tests marked ``browser`` skip where it is missing, naming the package, and
+fail instead under ``FLIPLESS_REQUIRE_SYSTEM_PACKAGES=1`` (tests/conftest.py), which
+``.ci/run`` sets after ``apt-get install chromium``.
 """
 
 from __future__ import annotations
