@@ -11,6 +11,7 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
+from flipless.errors import FliplessError  # noqa: E402
 from flipless.models import encoder_head as module  # noqa: E402
 from flipless.models import load_model  # noqa: E402
 from flipless.sweep.config import parse_sweep_config  # noqa: E402
@@ -113,3 +114,9 @@ def test_a_sweep_encodes_every_text_once(tmp_path, texts_and_encoder, monkeypatc
         torch.testing.assert_close(value, expected, rtol=0, atol=1e-7)
     assert not torch.equal(ce.head.weight, old.head.weight)
     assert len(encoded) == len(texts)  # reading the models back encoded nothing
+    # the encoder folder is part of the sweep's fingerprint: changed, the store is refused
+    again = parse_sweep_config(document)
+    assert run_sweep(again, quiet=True).ran == []
+    (encoder / "notes.txt").write_text("changed")
+    with pytest.raises(FliplessError, match=r"base config differs .* \(changed: model.path"):
+        run_sweep(parse_sweep_config(document), quiet=True)

@@ -63,6 +63,7 @@ def same_weights(first, second, atol: float = 0.0) -> bool:
     )
 
 
+@pytest.mark.slow
 def test_init_old_starts_the_new_model_from_the_old_weights(tmp_path):
     # at a tiny learning rate the kept model is its starting point
     out = train(tmp_path / "old", "old", "train_epochs = 1")

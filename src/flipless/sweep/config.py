@@ -293,8 +293,9 @@ def base_fingerprint(base: RunConfig) -> tuple[str, dict[str, Any]]:
 
     Left out: ``output_dir``, ``tracking``, ``train.progress`` and ``train.device`` (where
     and how a run is shown or placed, not what it computes). A given old checkpoint enters by
-    the SHA-256 of its file (or of a Hugging Face folder's files), so replacing it under the
-    same name is noticed.
+    the SHA-256 of its file (or of a Hugging Face folder's files), and so does a model's
+    ``path`` (an ``hf`` or ``encoder-head`` folder), so replacing either under the same name
+    is noticed.
     """
     settings = base.to_dict()
     for key in ("output_dir", "tracking"):
@@ -303,6 +304,8 @@ def base_fingerprint(base: RunConfig) -> tuple[str, dict[str, Any]]:
         settings["train"].pop(key)
     if base.old.checkpoint is not None:
         settings["old"]["checkpoint"] = {"sha256": path_sha256(base.old.checkpoint)}
+    if base.model.path is not None:
+        settings["model"]["path"] = {"sha256": path_sha256(base.model.path)}
     return _digest(settings), settings
 
 
