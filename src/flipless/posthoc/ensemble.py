@@ -1,8 +1,8 @@
 """The output ensemble of several models' prediction files, joined by sample id.
 
-An update without retraining: average what M models output (Yan et al., "Positive-Congruent
-Training", CVPR 2021, found that ensembles flip less; Zhao et al. call it ``+`` in
-"Regression-Constraint Model Upgrade"). With weights w_m > 0 (all 1 by default) and
+An update without retraining: combine what M models output (Yan et al., "Positive-Congruent
+Training", CVPR 2021, found that ensembles flip less; the ``+`` of the
+regression-constraint-model-upgrade code). With weights w_m > 0 (all 1 by default) and
 W = Σ_m w_m, for each sample:
 
 * ``probabilities``: p̄ = Σ_m w_m p_m / W, the prediction argmax_c p̄_c. A member's scores are
