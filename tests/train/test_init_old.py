@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -122,3 +123,19 @@ def test_old_sources_are_checked(tmp_path, old, message):
     result = CliRunner().invoke(app, ["train", str(tmp_path / "run.toml")])
     assert result.exit_code == 2
     assert re.search(message, " ".join(result.output.split())), result.output
+
+
+def test_model_paths_start_at_the_config_folder(tmp_path):
+    from flipless.train.config import parse_config
+
+    document = {
+        "output_dir": "out",
+        "model": {"name": "encoder-head", "path": "enc", "cache_dir": "features", "init": "old"},
+        "old": {"checkpoint": "~/old.safetensors"},
+    }
+    config = parse_config(document, base=tmp_path)
+    assert config.model.path == str(tmp_path / "enc")
+    assert config.model.settings == {"cache_dir": str(tmp_path / "features")}
+    assert config.model.init == "old" and config.old.checkpoint == str(
+        Path.home() / "old.safetensors"
+    )

@@ -257,11 +257,16 @@ def _resolve_paths(config: RunConfig, base: Path) -> RunConfig:
             return path
         return str((base / remote.local_path(path).expanduser()).resolve())
 
+    model_settings = dict(config.model.settings)
+    if isinstance(model_settings.get("cache_dir"), str):  # encoder-head's feature cache
+        model_settings["cache_dir"] = resolve(model_settings["cache_dir"])
     return dataclasses.replace(
         config,
         output_dir=resolve(config.output_dir),
         data=dataclasses.replace(config.data, path=resolve(config.data.path)),
-        model=dataclasses.replace(config.model, path=resolve(config.model.path)),
+        model=dataclasses.replace(
+            config.model, path=resolve(config.model.path), settings=model_settings
+        ),
         old=dataclasses.replace(config.old, checkpoint=resolve(config.old.checkpoint)),
     )
 
