@@ -4,6 +4,7 @@ once per process, then read as local files."""
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import torch
 
@@ -41,3 +42,18 @@ def test_a_model_source_from_a_url(s3_bucket):
     loaded = load_model_source(f"{s3_bucket}/old.safetensors", num_classes=3)
     for name, tensor in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], tensor)
+
+
+def test_a_model_folder_given_by_url_is_downloaded_for_the_registry():
+    from flipless.data.labeled import LabeledData
+    from flipless.models.sources import ModelConfig, model_settings
+
+    folder = f"memory://hf-{uuid.uuid4().hex[:8]}/model"
+    remote.write_text(f"{folder}/config.json", '{"model_type": "bert"}')
+    remote.write_text(f"{folder}/vocab/words.txt", "a\nb\n")
+    sample = LabeledData.from_arrays(["a", "b"], [0, 1], class_names=["x", "y"])
+    settings = model_settings(ModelConfig(name="hf", path=folder), sample)
+    local = Path(settings["path"])
+    assert local.name == "model" and (local / "config.json").read_text() == '{"model_type": "bert"}'
+    assert (local / "vocab" / "words.txt").read_text() == "a\nb\n"
+    assert settings["num_classes"] == 2

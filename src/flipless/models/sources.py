@@ -205,11 +205,13 @@ def load_old_model(old: OldConfig, device: str = "cpu") -> OldModel:
 
 def model_settings(config: ModelConfig, sample: LabeledData) -> dict[str, Any]:
     """The registry model's settings, with what the data decides filled in when not given:
-    ``num_classes``, ``path``, and the input sizes of ``mlp`` / ``cnn`` / ``resnet*``."""
+    ``num_classes``, ``path`` (a URL's folder downloaded once per process), and the input
+    sizes of ``mlp`` / ``cnn`` / ``resnet*``."""
     settings = dict(config.settings)
     settings.setdefault("num_classes", sample.num_classes)
     if config.path is not None:
-        settings.setdefault("path", config.path)
+        remote_path = remote.is_remote(config.path)
+        settings.setdefault("path", str(local_source(config.path)) if remote_path else config.path)
     if isinstance(sample.inputs, torch.Tensor):
         shape = tuple(sample.inputs.shape[1:])
         if config.name == "mlp":
