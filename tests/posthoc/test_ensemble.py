@@ -103,6 +103,29 @@ def test_a_vote_takes_members_with_only_predicted_labels() -> None:
     assert result.class_names == names
 
 
+def names(*values: str) -> np.ndarray:
+    return np.array(values, dtype=object)
+
+
+def test_a_vote_of_class_names_alone_names_the_classes_in_sorted_order(tmp_path: Path) -> None:
+    ids = ("x", "y", "z")
+    members = [
+        table(predicted=names("owl", "cat", "dog"), ids=ids, labels=names("owl", "dog", "dog")),
+        table(predicted=names("owl", "dog", "cat"), ids=ids),
+        table(predicted=names("cat", "dog", "cat"), ids=ids),
+    ]
+
+    result = ensemble(members, "vote")
+
+    assert result.class_names == ("cat", "dog", "owl")
+    # owl owl cat → owl; cat dog dog → dog; dog cat cat → cat
+    assert result.predicted.tolist() == [2, 1, 0]
+    assert result.labels.tolist() == [2, 1, 1]
+    back = read_predictions(result.write(tmp_path / "vote.csv"))
+    assert back.scores is None and back.class_names == ("cat", "dog", "owl")
+    assert back.ids.tolist() == ["x", "y", "z"] and back.predicted.tolist() == [2, 1, 0]
+
+
 def test_files_join_by_id_and_the_ensemble_compares_like_the_arrays(tmp_path: Path) -> None:
     names = ("a", "b", "c")
     labels = np.array([0, 2, 1, 1])
