@@ -71,6 +71,8 @@ def load_frame(path: str | Path, kind: str, id_column: str | None) -> pd.DataFra
         if kind == "parquet":
             import pyarrow.parquet as pq
 
+            if not remote.is_remote(path):  # arrow's own file reader, not a Python stream
+                return pq.read_table(path)
             with remote.open_for_reading(path) as stream:
                 return pq.read_table(stream)
         return _load_jsonl(path)
