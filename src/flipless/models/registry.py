@@ -7,6 +7,11 @@ name              model
 ``cnn``           :class:`~flipless.models.vision.SmallCNN`: two conv-BN-ReLU-maxpool blocks
 ``resnet``        :class:`~flipless.models.vision.ResNet`: a small ResNet (stages, widths, stem)
 ``resnet18``      :class:`~flipless.models.vision.ResNet18`: CIFAR ResNet-18 (He et al., 2016)
+``resnet34``      :class:`~flipless.models.resnet.ResNet34`: torchvision-layout ResNet-34
+``resnet50``      :class:`~flipless.models.resnet.ResNet50`: torchvision-layout ResNet-50 (bottleneck)
+``resnet101``     :class:`~flipless.models.resnet.ResNet101`: torchvision-layout ResNet-101
+``wide-resnet``   :class:`~flipless.models.wide_resnet.WideResNet`: CIFAR WRN-28-10 (depth, width)
+``vit``           :class:`~flipless.models.vit.VisionTransformer`: torchvision-layout ViT
 ``text``          :func:`flipless.models.text.pretrained_text_classifier` (extra ``[hf]``)
 ``hf``            :func:`flipless.models.hf.hf_classifier`: a local HF text or image classifier
 ``encoder-head``  :class:`flipless.models.encoder_head.EncoderHead`: frozen encoder, MLP head
@@ -38,6 +43,11 @@ _LAZY_MODELS = {
     "cnn": "flipless.models.vision",
     "resnet": "flipless.models.vision",
     "resnet18": "flipless.models.vision",
+    "resnet34": "flipless.models.resnet",
+    "resnet50": "flipless.models.resnet",
+    "resnet101": "flipless.models.resnet",
+    "wide-resnet": "flipless.models.wide_resnet",
+    "vit": "flipless.models.vit",
     "text": "flipless.models.text",
     "hf": "flipless.models.hf",
     "encoder-head": "flipless.models.encoder_head",

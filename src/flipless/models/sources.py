@@ -35,7 +35,16 @@ from flipless.models.registry import build_model
 #: How a new model starts: freshly initialised, or from the old model's weights.
 INITS = ("scratch", "old")
 #: Registry models whose input sizes come from the data: name → the settings filled in.
-_IMAGE_MODELS = ("cnn", "resnet", "resnet18")
+_IMAGE_MODELS = (
+    "cnn",
+    "resnet",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "wide-resnet",
+    "vit",
+)
 #: Offset of the old model's seed when it is trained here: seed + 2³¹, so that it never
 #: equals a new model's seed (sweep seeds lie in [0, 2³¹)).
 OLD_SEED_OFFSET = 2**31
