@@ -142,9 +142,9 @@ def load_result(path: str | Path) -> tuple[dict[str, np.ndarray], Any]:
     import torch
 
     try:
-        with warnings.catch_warnings(), remote.open_for_reading(path) as stream:
+        with warnings.catch_warnings(), remote.local_copy(path) as local:  # a URL: downloaded
             warnings.simplefilter("ignore", UserWarning)  # torch warns before refusing a pickle
-            loaded = torch.load(stream, map_location="cpu", weights_only=True)
+            loaded = torch.load(local, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         raise FileFormatError(
             f"{path} is not a prediction dict that can be loaded safely: "
