@@ -34,7 +34,11 @@ class UpdateScenario:
     ``new_train``, ``validation`` and ``test`` must have no id in common, nor may ``old_train``
     share an id with ``validation`` or ``test``; ``old_train`` labels must lie in
     ``old_classes`` (the class indices the old model knows; all classes when None). ``seed``
-    is the seed the splits were drawn with (None when nothing was drawn).
+    is the seed the splits were drawn with (None when nothing was drawn). ``id_names`` are the
+    ids as the data source wrote them when they were strings: ``id_names[i]`` is the id of
+    the sample numbered ``i`` (:class:`~flipless.data.columns.Splits`); None when the ids are
+    the integers themselves. :meth:`original_ids` turns sample ids back into them, for
+    everything a user reads (comparisons, their instance files, the report).
     """
 
     old_train: LabeledData
@@ -44,6 +48,7 @@ class UpdateScenario:
     seed: int | None
     description: str
     old_classes: tuple[int, ...] | None = None
+    id_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         for field in SPLIT_FIELDS:
@@ -75,6 +80,16 @@ class UpdateScenario:
                 f"{first_few(old_classes)}; expected the old model's data to hold only the "
                 "classes it knows. Restrict old_train, or list those classes."
             )
+        if self.id_names is not None:
+            object.__setattr__(self, "id_names", _checked_id_names(self.id_names, self.splits()))
+
+    def original_ids(self, ids: Any) -> np.ndarray:
+        """``ids`` (int64 sample ids of these splits) as the data source wrote them: the
+        strings of ``id_names`` (an object array), or the integers unchanged."""
+        numbers = np.asarray(ids, dtype=np.int64)
+        if self.id_names is None:
+            return numbers
+        return np.asarray(self.id_names, dtype=object)[numbers]
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -119,6 +134,7 @@ def make_update_scenario(
     old_classes: Sequence[int | str] | None = None,
     validation_fraction: float = 0.2,
     seed: int = 0,
+    id_names: Sequence[str] | None = None,
 ) -> UpdateScenario:
     """The old model learns from a stratified part of the training data, the new one from all.
 
@@ -134,7 +150,9 @@ def make_update_scenario(
     4. ``test`` is the "test" split, shared by both models.
 
     The two draws use seeds derived from ``seed`` (``numpy.random.SeedSequence(seed)``), so
-    the same splits and seed give the same ids.
+    the same splits and seed give the same ids. ``id_names``: the string ids of the samples
+    (``splits.id_names`` of :func:`flipless.data.sources.load_splits`), kept in the scenario;
+    by default ``splits``' own ``id_names`` when it has them.
     """
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise InputError(f"seed={seed!r}; expected a non-negative integer.")
@@ -190,6 +208,7 @@ def make_update_scenario(
         seed=int(seed),
         description=description,
         old_classes=known,
+        id_names=getattr(splits, "id_names", None) if id_names is None else tuple(id_names),
     )
 
 
@@ -248,6 +267,27 @@ def _check_same_classes(
         f"{first_name} and {second_name} have different class names ({difference}); expected "
         "one label space in every split. Load the splits with the same class list."
     )
+
+
+def _checked_id_names(
+    id_names: Sequence[str], splits: Mapping[str, LabeledData]
+) -> tuple[str, ...]:
+    """``id_names`` as a tuple of strings, with a name for every sample id of ``splits``."""
+    if isinstance(id_names, str) or not all(isinstance(name, str) for name in id_names):
+        raise InputError(
+            f"UpdateScenario.id_names is {type(id_names).__name__}; expected a tuple of strings, "
+            "the string id of each sample number (Splits.id_names)."
+        )
+    for field, data in splits.items():
+        ids = data.ids.numpy()
+        outside = ids[(ids < 0) | (ids >= len(id_names))]
+        if outside.size:
+            raise MismatchError(
+                f"{field} has sample ids {first_few(outside)} but id_names names only "
+                f"{len(id_names)} samples (0 to {len(id_names) - 1}); expected the id_names of "
+                "the splits these samples came from."
+            )
+    return tuple(id_names)
 
 
 def _check_disjoint(

@@ -251,12 +251,14 @@ def load_scenario(data: DataConfig, seed: int = 0) -> Any:
 
 
 def scenario_from_splits(splits: Mapping[str, Any], data: DataConfig, seed: int) -> Any:
-    """Cut loaded splits into the update scenario (module docstring)."""
+    """Cut loaded splits into the update scenario (module docstring); string ids
+    (``splits.id_names``) are kept in it."""
     import numpy as np
 
     from flipless.data.scenario import UpdateScenario, make_update_scenario
 
     check_split_names(list(splits), data)
+    id_names = getattr(splits, "id_names", None)
     new_train = _concatenated([splits[name] for name in data.new_splits])
     old_train = None if data.old_split is None else splits[data.old_split]
     old_ids = np.empty(0, np.int64) if old_train is None else old_train.ids.numpy()
@@ -277,6 +279,7 @@ def scenario_from_splits(splits: Mapping[str, Any], data: DataConfig, seed: int)
             old_classes=data.old_classes,
             validation_fraction=data.validation_fraction,
             seed=seed,
+            id_names=id_names,
         )
     validation_from = "the 'validation' split"
     if validation is None:
@@ -298,6 +301,7 @@ def scenario_from_splits(splits: Mapping[str, Any], data: DataConfig, seed: int)
         seed=int(seed),
         description=description,
         old_classes=data.old_classes,
+        id_names=id_names,
     )
 
 

@@ -100,7 +100,8 @@ def split_metrics(comparison: Comparison) -> dict[str, Any]:
 def measure(
     old: nn.Module, new: nn.Module, scenario: UpdateScenario, seed: int, batch_size: int
 ) -> dict[str, Comparison]:
-    """The new model against the old one on the train (new), dev and test splits."""
+    """The new model against the old one on the train (new), dev and test splits, with the
+    data's own ids (strings where the source wrote strings)."""
     splits: dict[str, LabeledData] = {
         "train": scenario.new_train,
         "dev": scenario.validation,
@@ -111,7 +112,7 @@ def measure(
             predicted_classes(old, data, batch_size),
             predicted_classes(new, data, batch_size),
             data.labels.numpy(),
-            ids=data.ids.numpy(),
+            ids=scenario.original_ids(data.ids),
             class_names=list(scenario.class_names),
             seed=seed,
         )
