@@ -139,3 +139,64 @@ def test_model_paths_start_at_the_config_folder(tmp_path):
     assert config.model.init == "old" and config.old.checkpoint == str(
         Path.home() / "old.safetensors"
     )
+
+
+@pytest.mark.slow
+def test_fine_tuning_a_hf_folder_that_knew_fewer_classes(tmp_path, tiny_bert):
+    transformers = pytest.importorskip("transformers")
+    words = ["card", "lost", "stolen", "password", "reset", "money", "send", "fee", "my"]
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    folder = tmp_path / "bert"
+    folder.mkdir()
+    (folder / "vocab.txt").write_text("\n".join(special + words) + "\n")
+    transformers.BertTokenizerFast.from_pretrained(folder).save_pretrained(folder)
+    old = tiny_bert(len(special) + len(words), 16, 2)
+    old.config.id2label = {0: "password", 1: "card"}  # the old model's classes, by name
+    old.save_pretrained(folder)
+    intents = {
+        "card": "my card lost stolen",
+        "password": "reset my password",
+        "money": "send money fee",
+    }
+    rows = ["text,label,split"] + [
+        f"{text} {'my ' * (n % 4)},{label},{'test' if n >= 8 else 'train'}"
+        for n in range(12)
+        for label, text in intents.items()
+    ]
+    (tmp_path / "texts.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "run.toml").write_text(
+        textwrap.dedent(
+            f"""
+            output_dir = "out"
+            [data]
+            name = "table"
+            path = "texts.csv"
+            [model]
+            name = "hf"
+            path = "bert"
+            init = "old"
+            [old]
+            checkpoint = "bert"
+            [loss]
+            preset = "fd-kl"
+            [optimizer]
+            lr = {TINY_LR}
+            [train]
+            epochs = 1
+            batch_size = 8
+            progress = "none"
+            """
+        )
+    )
+    result = CliRunner().invoke(app, ["train", str(tmp_path / "run.toml")])
+    assert result.exit_code == 0, result.output
+    new = load_model(tmp_path / "out" / "model.safetensors")
+    assert source_class_names(tmp_path / "out" / "model.safetensors") == (
+        "card",
+        "money",
+        "password",
+    )
+    head = old.classifier.weight
+    assert torch.allclose(new.head.weight[0], head[1], rtol=0, atol=ATOL)  # card: old row 1
+    assert torch.allclose(new.head.weight[2], head[0], rtol=0, atol=ATOL)  # password: old row 0
+    assert new.head.weight.shape == (3, 16)
