@@ -99,6 +99,7 @@ def test_memory_round_trip(memory_folder):
     assert remote.exists(url) and remote.is_file(url) and not remote.is_dir(url)
     assert remote.is_dir(f"{memory_folder}/runs")
     assert remote.size(url) == 8
+    assert remote.read_text(url.replace("memory://", "MEMORY://")) == '{"a": 1}'
     assert memory_names(f"{memory_folder}/runs") == ["result.json"]  # the staging copy is gone
     with remote.local_copy(url) as local:
         assert local.name == "result.json"

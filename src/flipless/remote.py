@@ -111,7 +111,7 @@ def filesystem(url: str) -> tuple[AbstractFileSystem, str]:
     except ImportError as error:  # pragma: no cover - torch depends on fsspec
         raise MissingExtraError(f"{url}: URLs need fsspec; pip install fsspec.") from error
     try:
-        return url_to_fs(url)
+        return url_to_fs(protocol + url[len(protocol) :])  # fsspec knows lower-case names
     except ImportError as error:
         install = _EXTRAS.get(protocol)
         advice = install or f"install the package fsspec names: {error}"
