@@ -104,14 +104,15 @@ def filesystem(url: str) -> tuple[AbstractFileSystem, str]:
         MissingExtraError: the protocol's implementation is not installed.
         InputError: fsspec knows no such protocol.
     """
-    protocol = protocol_of(url) or "file"
+    given = protocol_of(url)
+    protocol = given or "file"
     try:
         import fsspec
         from fsspec.core import url_to_fs
     except ImportError as error:  # pragma: no cover - torch depends on fsspec
         raise MissingExtraError(f"{url}: URLs need fsspec; pip install fsspec.") from error
     try:
-        return url_to_fs(protocol + url[len(protocol) :])  # fsspec knows lower-case names
+        return url_to_fs(url if given is None else given + url[len(given) :])  # lower-case names
     except ImportError as error:
         install = _EXTRAS.get(protocol)
         advice = install or f"install the package fsspec names: {error}"
