@@ -410,6 +410,13 @@ def test_teacher_in_label_space_matches_head_rows_by_name() -> None:
     assert known_classes(teacher) == (0, 1, 3)
     torch.testing.assert_close(teacher.as_model()(x), out, rtol=0, atol=0)
     assert isinstance(teacher.as_model(), LabelSpaceModel)
+    # built in the old model's (eval) mode: restoring "its" mode after predicting, as
+    # predict_labels does, must not put the frozen old model into training mode
+    wrapped = teacher.as_model()
+    was_training = wrapped.training
+    wrapped.eval()
+    wrapped.train(was_training)
+    assert not model.training and not teacher.model.training
 
 
 def test_teacher_in_label_space_for_a_full_width_head_trained_on_fewer_classes() -> None:

@@ -149,6 +149,7 @@ class KnownClassColumns(nn.Module):
         super().__init__()
         self.model = model
         self.columns = tuple(int(k) for k in columns)
+        self.train(model.training)
         if not self.columns or len(set(self.columns)) != len(self.columns):
             raise InputError(f"columns={list(columns)}; expected distinct column indices.")
 
@@ -177,6 +178,7 @@ class LabelSpaceModel(nn.Module):
         super().__init__()
         self.model = model
         self.label_map = label_map
+        self.train(model.training)  # the wrapped model's mode, not nn.Module's default
 
     def forward(self, inputs: Any) -> torch.Tensor:
         return self.label_map.expand(_first_logits(self.model(inputs)))
