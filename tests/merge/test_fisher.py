@@ -15,6 +15,7 @@ from flipless.errors import FileFormatError, InputError
 from flipless.merge.fisher import (
     FISHER_FORMAT,
     FisherDiagonal,
+    align_fisher_names,
     fisher_diagonal,
     load_fisher,
     save_fisher,
@@ -313,3 +314,70 @@ def test_a_fisher_of_zeros_cannot_be_normalised():
     model.head.bias.requires_grad_(False)
     with pytest.raises(InputError, match=r"the squared gradients sum to 0\.0 over 10 examples"):
         fisher_diagonal(model, data64())
+
+
+# ----------------------------------------------------------------------------- Hugging Face
+
+
+def _bert_batches(seed: int = 0) -> list[dict]:
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, 30, (6, 5), generator=generator)
+    mask = torch.ones_like(ids)
+    mask[4:, 3:] = 0  # two padded examples
+    return [
+        {"inputs": {"input_ids": ids[i : i + 3], "attention_mask": mask[i : i + 3]}} for i in (0, 3)
+    ]
+
+
+def _hand_fisher(model: nn.Module, batches: list[dict]) -> dict[str, torch.Tensor]:
+    """Σ_i (∂ log p(ŷ_i | x_i) / ∂θ)² example by example with model(**inputs), mean 1."""
+    named = dict(model.named_parameters())
+    sums = {name: torch.zeros_like(p, dtype=torch.float64) for name, p in named.items()}
+    for batch in batches:
+        inputs = batch["inputs"]
+        for i in range(inputs["input_ids"].shape[0]):
+            one = {key: value[i : i + 1] for key, value in inputs.items()}
+            log_probs = torch.log_softmax(model(**one).logits, dim=-1)[0]
+            grads = torch.autograd.grad(log_probs[log_probs.argmax()], list(named.values()))
+            for name, grad in zip(named, grads, strict=True):
+                sums[name] += grad.double().square()
+    mean = sum(float(s.sum()) for s in sums.values()) / sum(s.numel() for s in sums.values())
+    return {name: value / mean for name, value in sums.items()}
+
+
+def test_fisher_of_a_hugging_face_classifier_and_of_its_hflogits_wrapper(tiny_bert):
+    from flipless.integrations.hf import HFLogits
+
+    old = tiny_bert(30, 5, 3, seed=1).double().eval()
+    new = tiny_bert(30, 5, 3, seed=2).double().eval()
+    batches = _bert_batches()
+    plain = fisher_diagonal(old, batches, batch_size=3)  # dict inputs as keyword arguments
+    expected = _hand_fisher(old, batches)
+    assert set(plain) == set(expected)
+    for name, value in expected.items():
+        torch.testing.assert_close(plain[name], value, rtol=1e-9, atol=1e-12)
+    wrapped = fisher_diagonal(HFLogits(old), batches, batch_size=3)
+    assert set(wrapped) == {"model." + name for name in plain}
+    for name, value in plain.items():
+        torch.testing.assert_close(wrapped["model." + name], value, rtol=1e-9, atol=1e-12)
+    # the wrapper's names are matched to the bare model's, and the other way round
+    reference = interpolate(old, new, 0.4, fisher=plain)
+    from_wrapper = interpolate(old, new, 0.4, fisher=wrapped)
+    into_wrapper = interpolate(HFLogits(old), HFLogits(new), 0.4, fisher=plain)
+    state, wrapper_state = from_wrapper.state_dict(), into_wrapper.state_dict()
+    for name, value in reference.state_dict().items():
+        torch.testing.assert_close(state[name], value, rtol=0, atol=0)
+        torch.testing.assert_close(wrapper_state["model." + name], value, rtol=0, atol=0)
+    differs = reference.state_dict()["classifier.weight"]
+    assert not torch.equal(differs, interpolate(old, new, 0.4).state_dict()["classifier.weight"])
+
+
+def test_align_fisher_names_leaves_unmatched_names_alone():
+    fisher = {"model.head.weight": torch.ones(2)}
+    assert align_fisher_names(fisher, ["head.weight"]) == {
+        "head.weight": fisher["model.head.weight"]
+    }
+    assert align_fisher_names(fisher, ["body.weight"]) is fisher
+    assert align_fisher_names({"head.weight": torch.ones(2)}, ["model.head.weight"]).keys() == {
+        "model.head.weight"
+    }

@@ -20,12 +20,19 @@ that mean(F) = 1 across the whole model. Three ways to compute the sum:
   too slow, and record that you did.
 
 The model runs in eval mode (dropout off, BatchNorm on its running statistics) and is left
-exactly as it was: parameters, ``.grad``, device and train/eval mode. Fisher files are
+exactly as it was: parameters, ``.grad``, device and train/eval mode. Hugging Face classifiers
+work as they are: dict inputs (the tokenizer's ``input_ids``, ``attention_mask``, …) are passed
+as keyword arguments when the model's ``forward`` names them (``model(**inputs)``), else as
+one argument (``HFLogits``, ``TextClassifier``), and an output's ``.logits`` is used.
+A Fisher computed on a wrapper (``HFLogits(model)``: names ``model.…``) and the wrapped
+model's state dict or folder (names without the prefix) name the same tensors differently;
+:func:`align_fisher_names` (applied by ``interpolate``) matches them. Fisher files are
 safetensors (:func:`save_fisher`, :func:`load_fisher`) whose metadata says how F was made.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
@@ -258,10 +265,24 @@ class _FisherPass:
         self.constants = constants
         self.sums = sums
         self.use_vmap = True
+        self._keywords: frozenset[str] | None = None
 
     def _log_probs(self, params: Mapping[str, torch.Tensor], inputs: Any) -> torch.Tensor:
-        output = torch.func.functional_call(self.model, (dict(params), self.constants), (inputs,))
+        state = (dict(params), self.constants)
+        if self.keyword_inputs(inputs):
+            output = torch.func.functional_call(self.model, state, (), dict(inputs))
+        else:
+            output = torch.func.functional_call(self.model, state, (inputs,))
         return torch.log_softmax(_logits(output), dim=-1)
+
+    def keyword_inputs(self, inputs: Any) -> bool:
+        """Whether dict inputs are the model's keyword arguments (a transformers model's
+        ``input_ids``, ``attention_mask``, …) rather than its one argument."""
+        if not isinstance(inputs, Mapping):
+            return False
+        if self._keywords is None:
+            self._keywords = frozenset(inspect.signature(self.model.forward).parameters)
+        return bool(inputs) and all(key in self._keywords for key in inputs)
 
     def targets(self, inputs: Any, batch: Mapping[str, Any], label: str, size: int) -> torch.Tensor:
         """The label each example's log-likelihood is taken at: predicted or true."""
@@ -323,6 +344,39 @@ class _FisherPass:
         batch = torch.utils._pytree.tree_map(lambda t: t.unsqueeze(0), inputs)
         log_probs = self._log_probs(params, batch)
         return log_probs[0].gather(0, target.reshape(1))[0]
+
+
+def align_fisher_names(
+    fisher: Mapping[str, torch.Tensor], names: Iterable[str]
+) -> Mapping[str, torch.Tensor]:
+    """``fisher`` with its names matched to a model's tensor ``names`` across one wrapper prefix.
+
+    A Fisher of ``HFLogits(model)`` names ``model.bert.…`` what ``model.state_dict()`` and a
+    ``save_pretrained`` folder name ``bert.…``, and the other way round. When the names are not
+    all the model's but become so by removing, or by adding, one leading ``prefix.`` common to
+    them, the renamed mapping is returned (a :class:`FisherDiagonal` keeps its record); else
+    ``fisher`` unchanged (``interpolate`` then reports the names that do not fit).
+    """
+    known = set(names)
+    keys = list(fisher)
+    if not keys or all(key in known for key in keys):
+        return fisher
+    prefixes = {key.split(".", 1)[0] + "." for key in keys if "." in key}
+    prefixes |= {name.split(".", 1)[0] + "." for name in known if "." in name}
+    renamings = []
+    for prefix in sorted(prefixes):
+        if all(key.startswith(prefix) and key[len(prefix) :] in known for key in keys):
+            renamings.append({key: key[len(prefix) :] for key in keys})
+        if all(prefix + key in known for key in keys):
+            renamings.append({key: prefix + key for key in keys})
+    if len(renamings) != 1:
+        return fisher
+    renamed = {renamings[0][key]: value for key, value in fisher.items()}
+    if isinstance(fisher, FisherDiagonal):
+        return FisherDiagonal(
+            renamed, label=fisher.label, samples=fisher.samples, method=fisher.method
+        )
+    return renamed
 
 
 def save_fisher(

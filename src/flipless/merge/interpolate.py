@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from flipless.errors import InputError, MismatchError
+from flipless.merge.fisher import align_fisher_names
 from flipless.merge.policy import MergePolicy
 from flipless.merge.sources import TensorSource, open_source
 from flipless.merge.tensors import merge_tensor, soup_weights
@@ -271,6 +272,8 @@ def interpolate(
 
         old_source = opened(old)
         new_sources = [opened(item) for item in new_list]
+        if isinstance(fisher, Mapping):  # e.g. computed on HFLogits(model): names "model.…"
+            fisher = align_fisher_names(fisher, old_source.keys())
         fisher_source = None if fisher is None else opened(fisher)
         check_sources(old_source, new_sources, fisher_source)
         names = old_source.keys()

@@ -56,6 +56,7 @@ import torch
 from torch import nn
 
 from flipless.errors import InputError, MismatchError
+from flipless.merge.fisher import align_fisher_names
 from flipless.merge.interpolate import check_sources, interpolate
 from flipless.merge.policy import MergePolicy
 from flipless.merge.sources import open_source
@@ -360,6 +361,8 @@ def interpolation_candidates(
     if policy is not None and not isinstance(policy, MergePolicy):
         raise InputError(f"policy is a {type(policy).__name__}; expected a MergePolicy.")
     base = policy if policy is not None else MergePolicy(old_weight=0.0)
+    if fisher is not None:
+        fisher = align_fisher_names(fisher, old_model.state_dict())
     check_sources(
         open_source(old_model),
         [open_source(model) for model in news],
