@@ -101,10 +101,19 @@ def mlp(seed: int) -> keras.Model:
 
 
 def short_fit(out) -> None:
-    """fit / evaluate / predict of a CompatibleModel, compiled the backend's default way."""
+    """fit / evaluate / predict of a CompatibleModel, compiled the backend's default way,
+    in float64 (see test_fit_trains_compatibly_and_its_flip_metrics_equal_compare)."""
+    keras.config.set_floatx("float64")
+    try:
+        _short_fit(out)
+    finally:
+        keras.config.set_floatx("float32")
+
+
+def _short_fit(out) -> None:
     images, labels = load_digits(return_X_y=True)
-    x, y = (images[:300] / 16.0).astype("float32"), labels[:300].astype("int32")
-    x_val, y_val = (images[300:500] / 16.0).astype("float32"), labels[300:500].astype("int32")
+    x, y = (images[:300] / 16.0).astype("float64"), labels[:300].astype("int32")
+    x_val, y_val = (images[300:500] / 16.0).astype("float64"), labels[300:500].astype("int32")
     old = mlp(0)
     old.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     old.fit(x[:100], y[:100], epochs=5, verbose=0)

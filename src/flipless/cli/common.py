@@ -63,13 +63,16 @@ def reports_errors(command: Command) -> Command:
 
 
 def with_example(text: str) -> Callable[[Command], Command]:
-    """Attach an example to a command; ``flipless COMMAND --help`` shows it at the end.
+    """Attach an example to a command; ``flipless COMMAND --help`` shows it at the end,
+    under "Examples:" unless ``text`` starts with its own "Example…" line.
 
     Typer joins single line breaks of a help epilog: separate the lines with blank lines.
     """
 
+    shown = text if text.startswith("Example") else f"Examples:\n\n{text}"
+
     def attach(command: Command) -> Command:
-        command.example = text  # type: ignore[attr-defined]
+        command.example = shown  # type: ignore[attr-defined]
         return command
 
     return attach

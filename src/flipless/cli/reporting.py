@@ -6,9 +6,14 @@ from typing import Annotated
 
 import typer
 
-from flipless.cli.common import console, reports_errors
+from flipless.cli.common import console, reports_errors, with_example
 
 
+@with_example(
+    "flipless compare old.csv new.csv --json comparison.json\n\n"
+    "flipless report comparison.json --out report.html\n\n"
+    "flipless report runs/sweep/results.jsonl --out sweep.html --title 'fd-kl sweep'"
+)
 @reports_errors
 def report(
     source: Annotated[

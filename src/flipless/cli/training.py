@@ -44,7 +44,13 @@ def train(
 
     run = load_config(config)
     if progress is not None:
-        from flipless.train.settings import TrainSettings
+        from flipless.errors import InputError
+        from flipless.train.settings import PROGRESS_MODES, TrainSettings
+
+        if progress not in PROGRESS_MODES:
+            raise InputError(
+                f"--progress {progress!r}; expected one of {', '.join(PROGRESS_MODES)}."
+            )
 
         run = dataclasses.replace(
             run, train=TrainSettings(**{**dataclasses.asdict(run.train), "progress": progress})
