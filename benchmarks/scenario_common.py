@@ -3,10 +3,10 @@ metrics of a comparison, the goal of issue 8, the JSON result and ``docs/RESULTS
 
 Each scenario script (``benchmarks/scenario_<name>.py``) runs every method for several seeds,
 keeps per seed the test metrics of each method against the old model, and calls
-:func:`finish`, which prints the table, evaluates the goal, writes
-``benchmarks/results/scenario_<name>.json`` and regenerates ``docs/RESULTS.md`` from *all*
-scenario results present (plus ``continual.json``), so every script rewrites the whole file
-the same way.
+:func:`finish`, which prints the table, evaluates the goal, writes the JSON (with
+``--publish``: ``benchmarks/results/scenario_<name>.json``, and then regenerates
+``docs/RESULTS.md`` from *all* scenario results present, plus ``continual.json``, so every
+script rewrites the whole file the same way; otherwise ``benchmarks/out/``).
 
 The goal (issue 8): the best compatible method — the lowest mean test NFR among the methods
 whose mean test accuracy is at least the plain new model's minus 0.3 points — lowers the

@@ -131,11 +131,12 @@ def demo(
         ),
     ] = 5,
 ) -> None:
-    """Train an old digit classifier, then five updates (plain, fd-kl, ldi, fine-tuned, bcwi);
-    compare each with the old model, gate it, and write JSON and an HTML report.
+    """Train an old digit classifier and five updates of it; compare, gate and report them.
 
-    Progress (each phase, and every model's epochs, labelled) goes to standard error; the
-    tables to standard output.
+    The updates: plain, fd-kl, ldi, the old model fine-tuned, and bcwi (interpolated back).
+    Each is compared with the old model on test and gated.
+    The comparisons, a summary (JSON) and the HTML report are written to --out.
+    Progress (each phase, each model's epochs) goes to stderr, the tables to stdout.
     """
     from flipless.demo import run_demo, write_demo_report
     from flipless.gate import evaluate_gate
