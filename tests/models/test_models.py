@@ -299,7 +299,8 @@ def test_build_model_errors_list_what_is_accepted():
     with pytest.raises(
         InputError,
         match=r"Unknown model 'vgg'; expected one of 'cnn', 'encoder-head', 'hf', 'mlp', "
-        r"'resnet', 'resnet18', 'target', 'text'\.",
+        r"'resnet', 'resnet101', 'resnet18', 'resnet34', 'resnet50', 'target', 'text', 'vit', "
+        r"'wide-resnet'\.",
     ):
         build_model("vgg", num_classes=10)
     with pytest.raises(
