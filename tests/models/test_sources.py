@@ -156,3 +156,28 @@ def test_the_old_seed_never_equals_a_sweep_seed():
         old_model_seed(-1)
     with pytest.raises(InputError, match=r"expected an integer in \[0, 2³¹\)"):
         old_model_seed(2**31)
+
+
+def test_a_target_model_of_another_head_size_gets_a_fresh_head(tmp_path, monkeypatch):
+    (tmp_path / "my_fixed_models_for_sources.py").write_text(
+        textwrap.dedent(
+            """
+            import torch
+            from flipless.models import MLP
+
+            def make():
+                torch.manual_seed(4)
+                return MLP(6, 3, hidden=(5,))
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    torch.manual_seed(4)
+    fixed = MLP(6, 3, hidden=(5,))
+    fresh = nn.Linear(5, 5)  # drawn next: the head that replaces make()'s 3-row head
+    model = build_new_model(ModelConfig(target="my_fixed_models_for_sources:make"), sample("abcde"))
+    assert model.head.out_features == model.num_classes == 5
+    assert torch.equal(model.head.weight, fresh.weight)
+    assert torch.equal(model.body[0].weight, fixed.body[0].weight)
+    loaded = load_model(save_model(model, tmp_path / "m.safetensors"))
+    assert torch.equal(loaded.head.weight, model.head.weight)

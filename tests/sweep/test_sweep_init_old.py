@@ -110,3 +110,45 @@ def test_a_trained_point_moves_away_from_the_old_start(tmp_path, old_target):
 def test_sweep_seeds_stay_below_the_old_models_seed(tmp_path):
     with pytest.raises(InputError, match=r"sweep.seeds holds 2147483648; seeds lie in \[0, 2³¹\)"):
         config(tmp_path, lr=0.1, seeds=(0, 2**31))
+
+
+def test_bcwi_with_an_old_model_of_fewer_classes_takes_new_rows_from_the_new_model(
+    tmp_path, monkeypatch
+):
+    (tmp_path / "my_narrow_old_models.py").write_text(
+        textwrap.dedent(
+            """
+            import torch
+            from flipless.models import MLP
+
+            def make_old():
+                torch.manual_seed(22)
+                model = MLP(64, 7, hidden=(8,))
+                model.class_names = [str(digit) for digit in (6, 5, 4, 3, 2, 1, 0)]
+                return model
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    document = tomllib.loads(
+        BASE.format(lr=0.5).replace("my_sweep_old_models", "my_narrow_old_models")
+    )
+    document["sweep"] = {
+        "store": str(tmp_path / "sweep" / "results.jsonl"),
+        "threads": 1,
+        "methods": [{"method": "bcwi", "strengths": [0.25]}],
+    }
+    sweep = parse_sweep_config(document)
+    outcome = run_sweep(sweep, quiet=True)
+    assert not outcome.failed
+    old = load_model(sweep.folder / OLD_MODEL)
+    records = {record["point_id"]: record for record in outcome.records}
+    ce = load_model(sweep.folder / records["cross-entropy/seed=0"]["model_path"])
+    bcwi = load_model(sweep.folder / records["bcwi/old_weight=0.25/seed=0"]["model_path"])
+    assert old.head.out_features == 7 and ce.head.out_features == bcwi.head.out_features == 10
+    rows = [6, 5, 4, 3, 2, 1, 0]  # where each old row's class sits among the digits
+    expected = 0.25 * old.head.weight + 0.75 * ce.head.weight[rows]
+    torch.testing.assert_close(bcwi.head.weight[rows], expected, rtol=0, atol=1e-6)
+    assert torch.equal(bcwi.head.weight[7:], ce.head.weight[7:])  # classes the old never had
+    body = 0.25 * old.body[0].weight + 0.75 * ce.body[0].weight
+    torch.testing.assert_close(bcwi.body[0].weight, body, rtol=0, atol=1e-6)

@@ -2,7 +2,9 @@
 
 ``build_model("target", target="my_pkg.models:make", args={"width": 64}, num_classes=10)``
 imports ``my_pkg.models``, calls ``make(width=64, num_classes=10)`` (``num_classes`` only
-when the callable takes it and ``args`` does not set it) and records how it was built, so
+when the callable takes it and ``args`` does not set it; a returned model whose linear
+``head`` has another number of rows gets a fresh head of ``num_classes``, as ``hf`` does) and
+records how it was built, so
 :func:`flipless.models.save_model` can store the model and ``load_model`` rebuild it (the
 module must still be importable then). The compatibility losses that need features (BCT, CNA)
 and merging need the :class:`~flipless.models.base.FeatureModel` contract; plain and
@@ -50,9 +52,23 @@ def target_model(
             f"model.target {target!r} returned a {type(model).__name__}; expected a "
             "torch.nn.Module whose forward gives logits [N, num_classes]."
         )
+    _fit_head(model, num_classes)
     model.architecture = "target"
     model.build_kwargs = {"target": target, "args": dict(args or {}), "num_classes": num_classes}
     return model
+
+
+def _fit_head(model: nn.Module, num_classes: int | None) -> None:
+    """Give a model with a linear ``head`` of another size a fresh head of ``num_classes``
+    rows (``nn.Linear``'s initialisation), as ``hf`` does for a folder's head."""
+    head = getattr(model, "head", None)
+    if num_classes is None or not isinstance(head, nn.Linear) or head.out_features == num_classes:
+        return
+    model.head = nn.Linear(head.in_features, num_classes, bias=head.bias is not None).to(
+        device=head.weight.device, dtype=head.weight.dtype
+    )
+    if hasattr(model, "num_classes"):
+        model.num_classes = num_classes
 
 
 def _accepts(factory: Any) -> bool:

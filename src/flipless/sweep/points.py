@@ -33,19 +33,22 @@ from torch import nn
 from flipless._version import __version__
 from flipless.data.labeled import LabeledData
 from flipless.data.scenario import UpdateScenario
+from flipless.errors import InputError
 from flipless.inference.predict import predicted_classes
 from flipless.metrics.comparison import Comparison, compare
 from flipless.models.files import load_model, save_model
-from flipless.models.sources import OldModel, build_new_model, load_old_model
+from flipless.models.sources import OldModel, build_new_model, load_old_model, start_from_old
 from flipless.sweep.grid import SweepPoint
 from flipless.sweep.store import RECORD_SCHEMA, to_json_value
 from flipless.sweep.workspace import log_event, utc_now
+from flipless.teachers import known_classes
 from flipless.train.config import RunConfig
 from flipless.train.loop import fit
 from flipless.train.recipe import (
     build_objective,
     build_teacher,
     load_scenario,
+    old_in_label_space,
     optimizer_factory,
 )
 
@@ -98,10 +101,16 @@ def split_metrics(comparison: Comparison) -> dict[str, Any]:
 
 
 def measure(
-    old: nn.Module, new: nn.Module, scenario: UpdateScenario, seed: int, batch_size: int
+    old: nn.Module,
+    new: nn.Module,
+    scenario: UpdateScenario,
+    seed: int,
+    batch_size: int,
+    old_classes: tuple[int, ...] | None = None,
 ) -> dict[str, Comparison]:
     """The new model against the old one on the train (new), dev and test splits, with the
-    data's own ids (strings where the source wrote strings)."""
+    data's own ids (strings where the source wrote strings); ``old`` predicts in the data's
+    label space, and ``old_classes`` (None: all) are the classes it knows."""
     splits: dict[str, LabeledData] = {
         "train": scenario.new_train,
         "dev": scenario.validation,
@@ -115,6 +124,7 @@ def measure(
             ids=scenario.original_ids(data.ids),
             class_names=list(scenario.class_names),
             seed=seed,
+            old_classes=old_classes,
         )
         for name, data in splits.items()
     }
@@ -122,18 +132,22 @@ def measure(
 
 def _train(task: PointTask, scenario: UpdateScenario, old_source: OldModel, out: Path) -> nn.Module:
     config = task.config
-    old = old_source.model
+    old, old_names = old_source.model, old_source.class_names
     objective = build_objective(config, old)
-    teacher = build_teacher(config, old, scenario, out) if objective is not None else None
+    teacher = None
+    if objective is not None:
+        teacher = build_teacher(config, old, scenario, out, old_names)
+    old_view = old_in_label_space(old, scenario, old_names)
     torch.manual_seed(task.point.seed)
-    new = build_new_model(config.model, scenario.new_train, old, old_source.class_names)
+    new = build_new_model(config.model, scenario.new_train, old, old_names)
     result = fit(
         new,
         scenario.new_train,
         scenario.validation,
         objective=objective,
         teacher=teacher,
-        old_model=old,
+        old_model=old_view.as_model(),
+        old_classes=known_classes(old_view),
         optimizer=optimizer_factory(config),
         settings=config.train,
     )
@@ -142,13 +156,32 @@ def _train(task: PointTask, scenario: UpdateScenario, old_source: OldModel, out:
     return result.model
 
 
-def _interpolate(task: PointTask, old: nn.Module) -> nn.Module:
+def _interpolate(task: PointTask, scenario: UpdateScenario, old_source: OldModel) -> nn.Module:
+    """θ(α) of the old model and the seed's cross-entropy model. When the old head's rows are
+    other classes than the data's (fewer, or in another order), the old side is the old model
+    with its rows moved to the data's classes by name (:func:`start_from_old`), and the rows
+    of classes it never had are the new model's (``MergePolicy.new_class_rows``)."""
     from flipless.merge.fisher import load_fisher
     from flipless.merge.interpolate import interpolate
+    from flipless.merge.policy import MergePolicy, new_class_rows_from_names
 
     new = load_model(task.new_model)
     fisher = load_fisher(task.fisher) if task.fisher is not None else None
-    return interpolate(old, new, float(task.point.strength), fisher=fisher)
+    old, old_names = old_source.model, old_source.class_names
+    names = tuple(scenario.class_names)
+    old_weight = float(task.point.strength)
+    if old_names is None or tuple(old_names) == names:
+        return interpolate(old, new, old_weight, fisher=fisher)
+    if fisher is not None:
+        raise InputError(
+            f"{task.point.method}: the old model's head predicts {list(old_names)[:10]}, not the "
+            "data's classes, and its Fisher information covers only that head; use bcwi, or "
+            "an old model built with the data's classes."
+        )
+    aligned = start_from_old(old, names, old_names)
+    heads = [name for name in ("head.weight", "head.bias") if name in aligned.state_dict()]
+    rows = new_class_rows_from_names(old_names, names, heads)
+    return interpolate(aligned, new, policy=MergePolicy(old_weight, new_class_rows=rows))
 
 
 def _relative(path: Path, folder: Path) -> str:
@@ -178,9 +211,20 @@ def run_point(task: PointTask) -> dict[str, Any]:
     old_source = load_old_model(config.old)
     old = old_source.model
     trained = point.kind == "loss"
-    model = _train(task, scenario, old_source, out) if trained else _interpolate(task, old)
+    if trained:
+        model = _train(task, scenario, old_source, out)
+    else:
+        model = _interpolate(task, scenario, old_source)
     save_model(model, out / "model.safetensors", {"role": "new", "point_id": point.point_id})
-    comparisons = measure(old, model, scenario, point.seed, config.train.eval_batch_size)
+    old_view = old_in_label_space(old, scenario, old_source.class_names)
+    comparisons = measure(
+        old_view.as_model(),
+        model,
+        scenario,
+        point.seed,
+        config.train.eval_batch_size,
+        known_classes(old_view),
+    )
     comparisons["test"].to_json(str(out / "test_comparison.json"))
     return {
         "schema": RECORD_SCHEMA,
