@@ -359,7 +359,9 @@ def test_progress_lines(scenario, capsys):
         scenario.validation,
         settings=TrainSettings(epochs=2, progress="log"),
     )
-    lines = capsys.readouterr().out.strip().splitlines()
+    captured = capsys.readouterr()
+    assert captured.out == ""  # progress goes to stderr; stdout is for results
+    lines = captured.err.strip().splitlines()
     assert len(lines) == 2 and lines[0].startswith("epoch 1/2  loss ") and "NFR n/a" in lines[0]
 
 
