@@ -133,7 +133,12 @@ def test_demo_trains_compatible_models_and_writes_their_comparisons(tmp_path):
     out = tmp_path / "demo"
     result = runner.invoke(app, ["demo", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "New models against the old one" in result.output
+    assert "New models against the old one" in result.stdout
+    # every phase announced, every model's epochs labelled, all on stderr
+    for phase in ("[1/6] old model", "[2/6] new model, cross-entropy", "[6/6] bcwi"):
+        assert phase in result.stderr and phase not in result.stdout, phase
+    for label in ("old model", "new fd-kl", "fine-tuned"):
+        assert f"  {label}  epoch 30/30  loss" in result.stderr, label
     assert "Biggest regressions" in result.output and "release gate" in result.output
     summary = json.loads((out / "summary.json").read_text())
     assert list(summary["methods"]) == ["cross-entropy", "fd-kl", "ldi", "fine-tuned", "bcwi"]

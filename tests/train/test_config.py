@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -139,6 +140,11 @@ def test_flipless_train_runs_a_config_end_to_end(tmp_path):
     test = Comparison.from_json(str(out / "test_comparison.json"))
     assert summary["test"]["negative_flip_rate"] == pytest.approx(test.negative_flip_rate)
     assert len(summary["history"]) == 2 and summary["rule"] == "nfr-within:0.01"
+    # one numbering, from 1: the printed kept epoch, summary.json's, and the history's
+    printed = re.search(r"kept epoch (\d+) by rule", result.stdout)
+    assert printed is not None and int(printed.group(1)) == summary["kept_epoch"]
+    assert 1 <= summary["kept_epoch"] <= 2
+    assert [record["epoch"] for record in summary["history"]] == [1, 2]
     # the saved models reproduce the test comparison
     from flipless.train.config import load_config as load
     from flipless.train.recipe import load_scenario
