@@ -436,3 +436,45 @@ def test_two_sets_of_scores_are_ambiguous(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "p.csv", 'id,logits,prob_0,prob_1\n1,"[1, 2]",0.5,0.5\n')
     with pytest.raises(FileFormatError, match=r"several sets of scores \(logits, prob_0…prob_1\)"):
         read_predictions(path)
+
+
+def test_parquet_through_arrow_reads_what_pandas_reads(tmp_path: Path) -> None:
+    """Parquet columns go to numpy from Arrow; every kind of column must come out as the
+    DataFrame path (the reader of csv and jsonl files) gives it from pandas.read_parquet."""
+    from flipless.io.columns import FrameColumns
+    from flipless.io.readers import Chosen, _from_columns
+
+    frame = pd.DataFrame(
+        {
+            "id": ["a7", "b2", "c9", "d1"],
+            "label": pd.Categorical(["cat", "dog", "cat", "owl"]),  # dictionary-encoded
+            "logit_0": [0.5, -1.0, 2.0, 0.0],
+            "logit_1": [1.5, 0.25, -2.0, 0.0],
+            "logit_2": [0.0, 0.0, 0.0, 3.0],
+            "day": pd.to_datetime(["2024-01-01", "2024-01-02", None, "2024-01-04"]),
+            "count": pd.array([1, None, 3, 4], dtype="Int64"),
+            "region": ["n", None, "s", "s"],
+        },
+        index=[40, 30, 20, 10],  # stored by pandas as a column, read back as the index
+    )
+    path = tmp_path / "p.parquet"
+    frame.to_parquet(path)
+    arrow = read_predictions(path, class_names=["cat", "dog", "owl"])
+    pandas = _from_columns(
+        str(path), FrameColumns(pd.read_parquet(path)), Chosen(None, None, None, None)
+    )
+    assert arrow.ids.dtype == pandas.ids.dtype == object
+    assert arrow.ids.tolist() == pandas.ids.tolist() == ["a7", "b2", "c9", "d1"]
+    assert arrow.labels.tolist() == pandas.labels.tolist() == ["cat", "dog", "cat", "owl"]
+    np.testing.assert_array_equal(arrow.scores, pandas.scores)
+    pd.testing.assert_frame_equal(arrow.extra, pandas.extra)
+    assert list(arrow.extra.columns) == ["day", "count", "region"]
+
+
+def test_parquet_integer_ids_with_a_gap_are_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "p.parquet"
+    pd.DataFrame(
+        {"id": pd.array([1, None, 3], dtype="Int64"), "label": [0, 1, 0], "pred": [0, 0, 0]}
+    ).to_parquet(path)
+    with pytest.raises(FileFormatError, match=r"1 row\(s\) have no id .*rows counted from 0: 1"):
+        read_predictions(path)

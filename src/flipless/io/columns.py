@@ -74,13 +74,17 @@ class ArrowColumns:
 
     Numbers, booleans and text become numpy arrays straight from Arrow (integers without
     missing values without a copy); other types (dictionaries, lists, dates) and every
-    DataFrame go through pandas, as ``pandas.read_parquet`` would read them.
+    DataFrame go through pandas with the file's pandas metadata (extension dtypes such as
+    ``Int64``), as ``pandas.read_parquet`` would read them. A DataFrame's index that pandas
+    stored as a column is not one of the names, as ``pandas.read_parquet`` makes it the index.
     """
 
     def __init__(self, table: pa.Table) -> None:
-        self._table = table.rename_columns([str(name) for name in table.column_names])
-        self.names: list[str] = list(self._table.column_names)
-        self.rows = int(self._table.num_rows)
+        self._table = table
+        stored = (table.schema.pandas_metadata or {}).get("index_columns", [])
+        index_columns = {name for name in stored if isinstance(name, str)}
+        self.names: list[str] = [name for name in table.column_names if name not in index_columns]
+        self.rows = int(table.num_rows)
 
     def values(self, name: str) -> np.ndarray:
         """One column as a numpy array (missing numbers as NaN, missing text as None)."""
