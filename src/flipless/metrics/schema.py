@@ -5,9 +5,10 @@ the significance estimates, the top regressions, and, for readers, the derived r
 significance: a summary, whose size does not grow with the number of samples. The outcome of
 every sample goes, when asked for, to a Parquet file beside it
 (:mod:`flipless.metrics.instance_file`) that the document names in ``instances_file``
-(relative to the document's folder); :func:`read_comparison` reads it back with the document. Reading it back rebuilds the comparison from the counts alone (the
-derived parts are recomputed and checked against the stored ones), so a tampered or truncated
-file is an error rather than a silently wrong number.
+(relative to the document's folder); :func:`read_comparison` reads it back with the
+document. Reading rebuilds the comparison from the counts alone (the derived parts are
+recomputed and checked against the stored ones, and instances must give back the per-class
+counts), so a tampered or truncated file is an error rather than a silently wrong number.
 
 Schema ``flipless.comparison`` version 2::
 
@@ -36,7 +37,7 @@ without it, written before it existed, read as before, and the key adds nothing 
 reader would miscount (the counts are those of the examples counted).
 
 ``top_regressions`` lists the most confident negative flips (:meth:`Comparison.top_regressions`;
-null for a comparison without per-instance outcomes). ``instances`` (the outcome of every
+those a read document listed, for a comparison without per-instance outcomes; else null). ``instances`` (the outcome of every
 sample, inline) is null in files written by :func:`write_comparison`; documents built in memory
 with ``to_dict(instances=True)`` carry it. Version 1 documents, which had no
 ``top_regressions`` or ``instances_file`` and kept the instances inline, are read as before.
