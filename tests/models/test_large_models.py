@@ -630,6 +630,7 @@ def test_the_registry_knows_the_models_and_configs_fill_in_the_image_sizes():
             "stem='tiny'; expected one of 'imagenet', 'cifar'",
         ),
         ("resnet50", {"image_size": 16}, 'too small for ResNet50 with stem="imagenet"'),
+        ("resnet50", {"image_size": 32, "stem": ["cifar"]}, "stem=['cifar']; expected one of"),
         ("resnet34", {"image_size": 4, "stem": "cifar"}, "at least 8×8"),
         ("resnet101", {"image_size": 32, "width": 0}, "width=0"),
         ("resnet50", {"image_size": 32, "num_classes": 1}, "num_classes=1"),

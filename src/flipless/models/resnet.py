@@ -120,7 +120,7 @@ class ImageNetResNet(TorchvisionHead):
         self.num_classes = check_num_classes(num_classes)
         self.image_size = _image_size(image_size)
         width = positive_int(width, "width")
-        if stem not in STEM_STRIDES:
+        if not isinstance(stem, str) or stem not in STEM_STRIDES:
             raise InputError(
                 f"stem={stem!r}; expected one of {', '.join(map(repr, STEM_STRIDES))} "
                 '("imagenet": conv 7×7 stride 2 and max-pool, for 224×224; "cifar": conv 3×3 '

@@ -2,7 +2,7 @@
 
 WRN-``depth``-``k``: a 3×3 convolution with 16 channels, then three stages of
 ``n = (depth − 4) / 6`` pre-activation blocks with ``16k``, ``32k`` and ``64k`` channels
-(strides 1, 2, 2), a last BN → ReLU, global average pooling and ``fc``; WRN-28-10 is the
+(strides 1, 2, 2), a last BN (``bn1``) → ReLU, global average pooling and ``fc``; WRN-28-10 is the
 usual CIFAR model (36,479,194 parameters for 3 channels and 10 classes). The weights are named
 like torchvision's ResNets (``conv1``, ``layer1.0.bn1``, ``fc``); ``model.head`` is ``model.fc``.
 """
