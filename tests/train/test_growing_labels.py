@@ -47,7 +47,7 @@ from flipless.merge.policy import MergePolicy
 from flipless.merge.selection import interpolation_candidates, predict_labels, select_old_weight
 from flipless.models import MLP
 from flipless.models.sources import start_from_old
-from flipless.teachers import known_classes, teacher_in_label_space
+from flipless.teachers import CachedTeacher, known_classes, teacher_in_label_space
 from flipless.train import TrainSettings, fit, make_update_scenario
 
 pytestmark = pytest.mark.slow
@@ -148,3 +148,34 @@ def test_new_classes_are_learned_and_old_class_confusions_drop(update):
             totals,
         )
         assert totals[method][1] < totals["plain"][1], (method, totals)
+
+
+def test_a_config_with_old_classes_masks_the_teacher_and_restricts_the_comparisons(tmp_path):
+    """``flipless train`` with ``data.old_classes`` and a cached teacher (its class mask kept)."""
+    from flipless import Comparison
+    from flipless.train.config import parse_config
+    from flipless.train.recipe import run_config
+
+    document = {
+        "seed": 0,
+        "output_dir": str(tmp_path / "run"),
+        "data": {"name": "digits", "old_classes": [str(k) for k in OLD_CLASSES]},
+        "model": {"name": "mlp", "hidden": [32]},
+        "old": {"train_epochs": 2},
+        "loss": {"preset": "fd-kl", "teacher": "cached"},
+        "train": {"epochs": 2, "batch_size": 64, "progress": "none", "select": "last"},
+    }
+    outcome = run_config(parse_config(document))
+    test, scenario = outcome.test_comparison, outcome.scenario
+    labels = scenario.test.labels.numpy()
+    known = np.isin(labels, OLD_CLASSES)
+    assert test.restriction.old_classes == OLD_CLASSES
+    assert test.total == int(known.sum()) and test.restriction.excluded == int((~known).sum())
+    assert Comparison.from_json(str(outcome.output_dir / "test_comparison.json")).restriction
+    validation = outcome.result.comparison
+    assert validation.restriction.old_classes == OLD_CLASSES
+    assert validation.total == int(np.isin(scenario.validation.labels.numpy(), OLD_CLASSES).sum())
+    # the old model (a full-width head trained on 0–6) never answers a class it did not learn
+    assert not np.isin(test.instances.old_pred, OLD_CLASSES, invert=True).any()
+    cached = CachedTeacher.load(outcome.output_dir / "teacher.safetensors")
+    assert known_classes(cached) == OLD_CLASSES
