@@ -49,8 +49,16 @@ def test_compare_prints_the_table_and_writes_json(files, tmp_path):
     instances = ["--instances", str(tmp_path / "instances.parquet")]  # flipped ids are per sample
     result = runner.invoke(
         app,
-        ["compare", str(files[0]), str(files[1]), "--slice", "region", "--json", str(out)]
-        + instances,
+        [
+            "compare",
+            str(files[0]),
+            str(files[1]),
+            "--slice",
+            "region",
+            "--json",
+            str(out),
+            *instances,
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "NFR" in result.output and "25.00 %" in result.output
