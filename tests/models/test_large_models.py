@@ -403,6 +403,7 @@ def test_a_checkpoint_that_does_not_fit_names_every_missing_unexpected_and_missh
     state = random_state(torchvision_resnet_keys("resnet50", 1000, width=4))
     del state["layer2.0.conv2.weight"]
     state["layer5.0.conv1.weight"] = torch.zeros(1)
+    before = {key: value.clone() for key, value in model.state_dict().items()}
     with pytest.raises(MismatchError) as error:
         load_torchvision_state_dict(model, state)
     message = str(error.value)
@@ -411,7 +412,7 @@ def test_a_checkpoint_that_does_not_fit_names_every_missing_unexpected_and_missh
     assert "fc.weight: model [5, 128], checkpoint [1000, 128]" in message
     assert "fc.bias: model [5], checkpoint [1000]" in message
     assert "include_head=False" in message
-    before = {key: value.clone() for key, value in model.state_dict().items()}
+    # nothing was loaded: the weights that did fit (conv1, bn1, …) are still the model's own
     assert all(torch.equal(before[key], value) for key, value in model.state_dict().items())
 
 
@@ -446,9 +447,10 @@ def test_ddp_prefixes_and_absent_batch_counts_are_accepted():
     state = random_state(torchvision_resnet_keys("resnet50", 5, width=4))
     counts = [key for key in state if key.endswith("num_batches_tracked")]
     old_style = {f"module.{key}": value for key, value in state.items() if key not in counts}
+    model.bn1.num_batches_tracked.fill_(5)
     load_torchvision_state_dict(model.double(), old_style)
     assert torch.equal(model.layer3[1].bn2.running_var, state["layer3.1.bn2.running_var"])
-    assert int(model.bn1.num_batches_tracked) == 0  # BatchNorm counts from 0 without a count
+    assert int(model.bn1.num_batches_tracked) == 0  # an absent count is 0, not the model's own
 
 
 def test_checkpoint_files_load_from_pth_and_safetensors(tmp_path: Path):

@@ -27,7 +27,7 @@ from flipless.errors import FileFormatError, MismatchError, MissingFileError
 from flipless.models.base import FeatureModel
 
 #: Buffers a torchvision checkpoint may lack (weights saved before torch 0.4.1 have no batch
-#: counts); BatchNorm fills them in when it loads such a state dict.
+#: counts); an absent count is loaded as 0.
 _OPTIONAL_SUFFIX = ".num_batches_tracked"
 #: How many names of each kind an error lists before it says "and N more".
 _LISTED = 8
@@ -70,7 +70,7 @@ def load_torchvision_state_dict(
     ``weights_only=True`` (never an arbitrary pickle). A ``module.`` prefix on every key (a
     model saved inside DistributedDataParallel) is removed. Every weight and buffer of the
     model must be there with its shape, and nothing else (``*.num_batches_tracked`` may be
-    absent: BatchNorm then counts from 0), else a :class:`MismatchError` lists the missing,
+    absent: the count is then 0), else a :class:`MismatchError` lists the missing,
     unexpected and wrongly shaped keys. ``include_head=False`` ignores the classifier
     (``model.head_name``, e.g. ``fc.*`` of an ImageNet checkpoint) and keeps the model's own
     head: a pretrained backbone for a new set of classes.
@@ -90,7 +90,8 @@ def load_torchvision_state_dict(
     ]
     if missing or unexpected or wrong_shapes:
         raise MismatchError(_mismatch_message(model, missing, unexpected, wrong_shapes))
-    model.load_state_dict(given, strict=False)
+    counts = {key: torch.zeros_like(expected[key]) for key in expected if key not in given}
+    model.load_state_dict({**given, **counts}, strict=include_head)
     return model
 
 
