@@ -77,7 +77,6 @@ class Case:
     message: str
 
 
-FILES = ("old.csv", "new.csv", "big.csv", "old.safetensors", "new.safetensors", "old.pt")
 SLICED = ("gate", "old.csv", "new.csv", "--slice", "region")
 MERGE = ("interpolate", "old.safetensors", "new.safetensors", "--out", "merged")
 
@@ -86,7 +85,11 @@ CASES = [
     Case("compare-missing-file", ("compare", "old.csv", "missing.csv"), "missing.csv does not"),
     Case("compare-folder", ("compare", "old.csv", "."), "is a folder"),
     Case("compare-no-slice-column", ("compare", "old.csv", "new.csv", "--slice", "nope"), "nope"),
-    Case("compare-top-flips-negative", ("compare", "old.csv", "new.csv", "--top-flips", "-1"), "'--top-flips'"),
+    Case(
+        "compare-top-flips-negative",
+        ("compare", "old.csv", "new.csv", "--top-flips", "-1"),
+        "'--top-flips'",
+    ),
     Case("compare-top-k-text", ("compare", "old.csv", "new.csv", "--top-k", "a"), "'--top-k'"),
     Case("compare-top-k-zero", ("compare", "old.csv", "new.csv", "--top-k", "0"), "'--top-k'"),
     Case(
@@ -98,28 +101,62 @@ CASES = [
     Case("gate-no-rule", ("gate", "old.csv", "new.csv"), "No gate rule given"),
     Case("gate-nfr-above-one", ("gate", "old.csv", "new.csv", "--max-nfr", "2"), "--max-nfr"),
     Case("gate-nfr-text", ("gate", "old.csv", "new.csv", "--max-nfr", "two"), "'--max-nfr'"),
-    Case("gate-significance-zero", ("gate", "old.csv", "new.csv", "--significance", "0"), "--significance"),
-    Case("gate-slice-nfr-without-slices", ("gate", "old.csv", "new.csv", "--max-slice-nfr", "0.1"), "--slice"),
+    Case(
+        "gate-significance-zero",
+        ("gate", "old.csv", "new.csv", "--significance", "0"),
+        "--significance",
+    ),
+    Case(
+        "gate-slice-nfr-without-slices",
+        ("gate", "old.csv", "new.csv", "--max-slice-nfr", "0.1"),
+        "--slice",
+    ),
     Case(
         "gate-min-slice-size-negative",
         (*SLICED, "--max-slice-nfr", "0.5", "--min-slice-size", "-3"),
         "'--min-slice-size'",
     ),
     # interpolate
-    Case("interpolate-torch-file", ("interpolate", "old.pt", "old.pt", "--out", "merged", "--old-weight", "0.5"), "safetensors"),
-    Case("interpolate-soup-weights", (*MERGE, "--old-weight", "0.5", "--soup-weights", "x"), "--soup-weights 'x'"),
-    Case("interpolate-rule-value", (*MERGE, "--old-weight", "0.5", "--rule", "head=x"), "--rule 'head=x'"),
-    Case("interpolate-rule-pattern", (*MERGE, "--old-weight", "0.5", "--rule", "=0.5"), "PATTERN=α"),
+    Case(
+        "interpolate-torch-file",
+        ("interpolate", "old.pt", "old.pt", "--out", "merged", "--old-weight", "0.5"),
+        "safetensors",
+    ),
+    Case(
+        "interpolate-soup-weights",
+        (*MERGE, "--old-weight", "0.5", "--soup-weights", "x"),
+        "--soup-weights 'x'",
+    ),
+    Case(
+        "interpolate-rule-value",
+        (*MERGE, "--old-weight", "0.5", "--rule", "head=x"),
+        "--rule 'head=x'",
+    ),
+    Case(
+        "interpolate-rule-pattern", (*MERGE, "--old-weight", "0.5", "--rule", "=0.5"), "PATTERN=α"
+    ),
     Case(
         "interpolate-rule-matches-nothing",
         (*MERGE, "--old-weight", "0.5", "--rule", "haed.*=0"),
         "closest names are head.",
     ),
-    Case("interpolate-rows", (*MERGE, "--old-weight", "0.5", "--new-class-rows", "head.bias=a"), "--new-class-rows"),
-    Case("interpolate-rows-no-equals", (*MERGE, "--old-weight", "0.5", "--new-class-rows", "head.bias"), "TENSOR=ROWS"),
+    Case(
+        "interpolate-rows",
+        (*MERGE, "--old-weight", "0.5", "--new-class-rows", "head.bias=a"),
+        "--new-class-rows",
+    ),
+    Case(
+        "interpolate-rows-no-equals",
+        (*MERGE, "--old-weight", "0.5", "--new-class-rows", "head.bias"),
+        "TENSOR=ROWS",
+    ),
     Case("interpolate-dev-unknown", (*MERGE, "--select", "--dev", "nosuch"), "--dev 'nosuch'"),
     Case("interpolate-no-weight", MERGE, "--old-weight"),
-    Case("interpolate-missing-old", ("interpolate", "none.safetensors", "new.safetensors", "--out", "m", "--old-weight", "0.5"), "none.safetensors"),
+    Case(
+        "interpolate-missing-old",
+        ("interpolate", "none.safetensors", "new.safetensors", "--out", "m", "--old-weight", "0.5"),
+        "none.safetensors",
+    ),
     # train and sweep: the whole config checked before anything runs
     Case("train-missing-config", ("train", "nosuch.toml"), "no config file"),
     Case("train-loss-weight-text", ("train", "heavy.toml"), "weight='heavy'"),
@@ -133,12 +170,34 @@ CASES = [
     Case("sweep-workers", ("sweep", "sweep-lr.toml", "--workers", "0"), "workers"),
     # report, predict, ensemble, the application itself
     Case("report-missing", ("report", "missing.json", "--out", "r.html"), "missing.json"),
-    Case("predict-missing-model", ("predict", "none.safetensors", "old.csv", "--out", "p.csv"), "none.safetensors"),
-    Case("predict-no-overwrite", ("predict", "old.safetensors", "old.csv", "--out", "new.csv"), "overwrite"),
+    Case(
+        "report-instances-without-json",
+        ("report", "old.csv", "--instances", "rows.parquet", "--out", "r.html"),
+        "not a comparison JSON",
+    ),
+    Case(
+        "compare-instances-missing-folder",
+        ("compare", "old.csv", "new.csv", "--instances", "nofolder/rows.parquet"),
+        "the folder nofolder does not exist",
+    ),
+    Case(
+        "predict-missing-model",
+        ("predict", "none.safetensors", "old.csv", "--out", "p.csv"),
+        "none.safetensors",
+    ),
+    Case(
+        "predict-no-overwrite",
+        ("predict", "old.safetensors", "old.csv", "--out", "new.csv"),
+        "overwrite",
+    ),
     Case("ensemble-one-file", ("ensemble", "old.csv", "--out", "e.csv"), "at least two"),
-    Case("ensemble-average", ("ensemble", "old.csv", "new.csv", "--out", "e.csv", "--average", "nope"), "--average"),
+    Case(
+        "ensemble-average",
+        ("ensemble", "old.csv", "new.csv", "--out", "e.csv", "--average", "nope"),
+        "--average",
+    ),
     Case("unknown-command", ("nosuch",), "No such command"),
-]  # fmt: skip
+]
 
 
 def write_inputs(folder: Path) -> None:

@@ -296,14 +296,14 @@ def test_a_failed_point_is_reported_and_the_others_finish(finished, tmp_path):
     ]
     with pytest.raises(
         FliplessError,
-        match=r"1 of 5 points failed \(bcwi/old_weight=0.25/seed=0: FileFormatError: no model checkpoint",
+        match=r"1 of 5 points failed \(bcwi/old_weight=0.25/seed=0: MissingFileError: no model checkpoint",
     ):
         run_sweep(sweep_config(folder / "results.jsonl", methods), quiet=True)
     assert "fd-kl/weight=2.0/seed=0" in {
         r["point_id"] for r in read_records(folder / "results.jsonl")
     }
     error = (folder / "points/bcwi__old_weight=0.25__seed=0/error.txt").read_text()
-    assert "FileFormatError" in error and "Traceback" in error
+    assert "MissingFileError" in error and "Traceback" in error
     assert ("failed", "bcwi/old_weight=0.25/seed=0") in read_events(folder)
 
 

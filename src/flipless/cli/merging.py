@@ -27,7 +27,9 @@ EXAMPLE = """Examples:
 
   flipless interpolate old.safetensors new.safetensors --select --dev digits --out merged
 
-  flipless interpolate old/ new-a/ new-b/ --soup-weights 2,1 --rule 'head.*=0' --old-weight 0.3 --out merged
+  flipless interpolate old/ new-a/ new-b/ --soup-weights 2,1 --old-weight 0.3 --out soup
+
+  flipless interpolate old/ new/ --rule 'head.*=0' --old-weight 0.3 --out merged
 """
 
 
