@@ -113,4 +113,4 @@ def test_report_instances_only_go_with_a_comparison_json(tmp_path):
     store.write_text("")
     result = runner.invoke(app, ["report", str(store), "--instances", str(tmp_path / "x.parquet")])
     assert result.exit_code == 2
-    assert "belongs to one comparison JSON" in result.output
+    assert "results.jsonl, which is not a comparison JSON" in result.output

@@ -50,10 +50,15 @@ def load_source(
     if instances is not None and not (
         isinstance(source, (str, os.PathLike)) and remote.suffix_of(source).lower() == ".json"
     ):
+        given = (
+            f"{source}, which is not a comparison JSON (.json)"
+            if isinstance(source, (str, os.PathLike))
+            else f"a {type(source).__name__}"
+        )
         raise InputError(
-            f"An instances file ({instances}) was given with a {type(source).__name__} source; "
-            "it belongs to one comparison JSON. Pass the comparison's .json path with it, or "
-            "leave the instances file out (instances=None, CLI --instances)."
+            f"An instances file ({instances}) was given for {given}; an instances file belongs "
+            "to one comparison JSON. Pass the comparison's .json path with it, or leave out "
+            "instances= (CLI --instances)."
         )
     if isinstance(source, Comparison):
         return ReportSource([("old → new", source)], None)
