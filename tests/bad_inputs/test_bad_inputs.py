@@ -181,16 +181,6 @@ CASES = [
         "the folder nofolder does not exist",
     ),
     Case(
-        "report-instances-without-json",
-        ("report", "old.csv", "--instances", "rows.parquet", "--out", "r.html"),
-        "not a comparison JSON",
-    ),
-    Case(
-        "compare-instances-missing-folder",
-        ("compare", "old.csv", "new.csv", "--instances", "nofolder/rows.parquet"),
-        "the folder nofolder does not exist",
-    ),
-    Case(
         "predict-missing-model",
         ("predict", "none.safetensors", "old.csv", "--out", "p.csv"),
         "none.safetensors",
