@@ -378,6 +378,8 @@ def test_align_fisher_names_leaves_unmatched_names_alone():
         "head.weight": fisher["model.head.weight"]
     }
     assert align_fisher_names(fisher, ["body.weight"]) is fisher
+    other = {"head.weight": torch.ones(2)}  # only a wrapper's "model." prefix is matched
+    assert align_fisher_names(other, ["weight"]) is other
     assert align_fisher_names({"head.weight": torch.ones(2)}, ["model.head.weight"]).keys() == {
         "model.head.weight"
     }

@@ -302,7 +302,7 @@ def test_a_head_with_more_classes_names_new_class_rows(tmp_path):
         interpolate(old, new, 0.5)
     save_model(old, tmp_path / "old.safetensors")
     save_model(new, tmp_path / "new.safetensors")
-    with pytest.raises(MismatchError, match="--new-class-rows head.weight=100-149"):
+    with pytest.raises(MismatchError, match=r"--new-class-rows head\.weight=100-149"):
         interpolate(tmp_path / "old.safetensors", tmp_path / "new.safetensors", 0.5)
     # a difference elsewhere too is another architecture, not a wider head
     with pytest.raises(MismatchError, match="differs from the old model in 4 tensor"):

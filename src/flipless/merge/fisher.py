@@ -48,6 +48,8 @@ from flipless.errors import FileFormatError, InputError, MissingFileError
 
 FISHER_FORMAT = "flipless.fisher"
 LABEL_RULES = ("predicted", "true")
+#: The name prefix of a model wrapped as ``.model`` (HFLogits, LabelSpaceModel, …).
+WRAPPER_PREFIX = "model."
 LabelRule = Literal["predicted", "true"]
 
 
@@ -349,29 +351,27 @@ class _FisherPass:
 def align_fisher_names(
     fisher: Mapping[str, torch.Tensor], names: Iterable[str]
 ) -> Mapping[str, torch.Tensor]:
-    """``fisher`` with its names matched to a model's tensor ``names`` across one wrapper prefix.
+    """``fisher`` with its names matched to a model's tensor ``names`` across a wrapper's prefix.
 
-    A Fisher of ``HFLogits(model)`` names ``model.bert.…`` what ``model.state_dict()`` and a
-    ``save_pretrained`` folder name ``bert.…``, and the other way round. When the names are not
-    all the model's but become so by removing, or by adding, one leading ``prefix.`` common to
-    them, the renamed mapping is returned (a :class:`FisherDiagonal` keeps its record); else
+    A Fisher of ``HFLogits(model)`` (or of flipless's other wrappers, which hold the wrapped
+    model as ``.model``) names ``model.bert.…`` what ``model.state_dict()`` and a
+    ``save_pretrained`` folder name ``bert.…``, and the other way round. When the names are
+    not all the model's but all become so by removing, or by adding, the leading ``model.``,
+    the renamed mapping is returned (a :class:`FisherDiagonal` keeps its record); else
     ``fisher`` unchanged (``interpolate`` then reports the names that do not fit).
     """
     known = set(names)
     keys = list(fisher)
+    prefix = WRAPPER_PREFIX
     if not keys or all(key in known for key in keys):
         return fisher
-    prefixes = {key.split(".", 1)[0] + "." for key in keys if "." in key}
-    prefixes |= {name.split(".", 1)[0] + "." for name in known if "." in name}
-    renamings = []
-    for prefix in sorted(prefixes):
-        if all(key.startswith(prefix) and key[len(prefix) :] in known for key in keys):
-            renamings.append({key: key[len(prefix) :] for key in keys})
-        if all(prefix + key in known for key in keys):
-            renamings.append({key: prefix + key for key in keys})
-    if len(renamings) != 1:
+    if all(key.startswith(prefix) and key[len(prefix) :] in known for key in keys):
+        renaming = {key: key[len(prefix) :] for key in keys}
+    elif all(prefix + key in known for key in keys):
+        renaming = {key: prefix + key for key in keys}
+    else:
         return fisher
-    renamed = {renamings[0][key]: value for key, value in fisher.items()}
+    renamed = {renaming[key]: value for key, value in fisher.items()}
     if isinstance(fisher, FisherDiagonal):
         return FisherDiagonal(
             renamed, label=fisher.label, samples=fisher.samples, method=fisher.method
