@@ -267,7 +267,7 @@ def worker(args: argparse.Namespace) -> None:
             }
             write_atomically(args.worker_output, json.dumps(report))
     finally:
-        distributed.teardown(world)
+        distributed.shutdown()
 
 
 def launch(processes: int, threads: int | None, args: argparse.Namespace) -> dict[str, Any]:

@@ -382,13 +382,13 @@ class Trainer:
         torch.manual_seed(seed)
 
     def fit(self) -> FitResult:
-        """Train; resume from ``output_dir``'s checkpoint when there is one (and resume=True)."""
-        settings = self.settings
-        self.world = world = distributed.setup(settings.device)
-        try:
-            return self._fit(world, settings)
-        finally:
-            distributed.teardown(world)
+        """Train; resume from ``output_dir``'s checkpoint when there is one (and resume=True).
+
+        Under torchrun it joins the job's process group, which outlives this call
+        (:mod:`flipless.train.distributed`), so ``fit`` may run any number of times in a job.
+        """
+        self.world = distributed.setup(self.settings.device)
+        return self._fit(self.world, self.settings)
 
     def _fit(self, world: distributed.World, settings: TrainSettings) -> FitResult:
         if settings.precision == "fp16" and world.device.type != "cuda":
