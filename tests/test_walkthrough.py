@@ -102,6 +102,8 @@ def test_the_walkthrough_runs_as_written(tmp_path: Path) -> None:
     assert measured.total == trained.total
     assert measured.negative_flips == trained.negative_flips
     assert measured.accuracy_new == trained.accuracy_new
+    # --instances wrote every test row's outcome, which the JSON names and the report reads
+    assert measured.instances is not None and len(measured.instances.ids) == measured.total
     assert json.loads((work / "preds" / "gate.json").read_text())["passed"] in (True, False)
     records = (work / "runs" / "sweep" / "results.jsonl").read_text().splitlines()
     methods = sorted({json.loads(line)["method"] for line in records})
