@@ -116,6 +116,17 @@ CASES = [
         (*SLICED, "--max-slice-nfr", "0.5", "--min-slice-size", "-3"),
         "'--min-slice-size'",
     ),
+    Case("compare-json-folder", ("compare", "old.csv", "new.csv", "--json", "."), "is a folder"),
+    Case(
+        "compare-json-no-folder",
+        ("compare", "old.csv", "new.csv", "--json", "nodir/c.json"),
+        "nodir does not exist",
+    ),
+    Case(
+        "gate-json-folder",
+        ("gate", "old.csv", "new.csv", "--max-nfr", "1", "--json", "."),
+        "is a folder",
+    ),
     # interpolate
     Case(
         "interpolate-torch-file",
@@ -157,7 +168,20 @@ CASES = [
         ("interpolate", "none.safetensors", "new.safetensors", "--out", "m", "--old-weight", "0.5"),
         "none.safetensors",
     ),
+    Case("interpolate-old-weight-range", (*MERGE, "--old-weight", "2"), "'--old-weight'"),
+    Case(
+        "interpolate-integer-buffers",
+        (*MERGE, "--old-weight", "0.5", "--integer-buffers", "odd"),
+        "--integer-buffers 'odd'",
+    ),
+    Case(
+        "interpolate-shard-size",
+        (*MERGE, "--old-weight", "0.5", "--max-shard-gb", "0"),
+        "--max-shard-gb 0",
+    ),
     # train and sweep: the whole config checked before anything runs
+    Case("train-invalid-yaml", ("train", "broken.yaml"), "is not valid YAML"),
+    Case("sweep-backend", ("sweep", "sweep-lr.toml", "--backend", "nosuch"), "nosuch"),
     Case("train-missing-config", ("train", "nosuch.toml"), "no config file"),
     Case("train-loss-weight-text", ("train", "heavy.toml"), "weight='heavy'"),
     Case("train-negative-lr", ("train", "lr.toml"), "optimizer.lr"),
@@ -234,6 +258,7 @@ def write_inputs(folder: Path) -> None:
         "sweep-strength.toml": SWEEP.format(lr="0.05", method="ldi", strength="2"),
         "sweep-lr.toml": SWEEP.format(lr="-1", method="fd-kl", strength="1"),
     }
+    configs["broken.yaml"] = "seed: [1\n"
     for name, text in configs.items():
         (folder / name).write_text(text)
 

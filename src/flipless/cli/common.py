@@ -18,6 +18,7 @@ import inspect
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -81,6 +82,22 @@ def with_example(text: str) -> Callable[[Command], Command]:
 def human_console(json_out: str | None) -> Console:
     """Where the human-readable output goes: standard error when JSON takes standard output."""
     return errors if json_out == STDOUT else console
+
+
+def check_json_out(json_out: str | None) -> None:
+    """Refuse a ``--json`` path that cannot be written, before any work is done."""
+    from flipless import remote
+    from flipless.errors import InputError
+
+    if json_out is None or json_out == STDOUT or remote.is_remote(json_out):
+        return
+    path = Path(json_out).expanduser()
+    if path.is_dir():
+        raise InputError(f"--json {json_out}: that is a folder; expected a file path, or '-'.")
+    if not path.parent.is_dir():
+        raise InputError(
+            f"--json {json_out}: the folder {path.parent} does not exist; create it first."
+        )
 
 
 def emit_json(document: dict[str, Any], json_out: str) -> None:

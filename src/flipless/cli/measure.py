@@ -10,6 +10,7 @@ from rich.console import Console
 from flipless.cli.common import (
     STDOUT,
     JsonOut,
+    check_json_out,
     comparison_command,
     emit_json,
     human_console,
@@ -76,6 +77,7 @@ def compare(
     from flipless.metrics.instance_file import write_instances
     from flipless.metrics.schema import comparison_to_dict, recorded_path
 
+    check_json_out(json_out)
     show_comparison(comparison, top_flips, human_console(json_out))
     if instances_out is not None:  # compare_files keeps every sample's outcome
         write_instances(comparison.instances, instances_out)
@@ -136,6 +138,7 @@ def gate(
     """Exit 0 when the update passes every rule, 1 with one line per violated rule."""
     from flipless.gate import evaluate_gate
 
+    check_json_out(json_out)
     verdict = evaluate_gate(
         comparison,
         max_nfr=max_nfr,

@@ -44,7 +44,8 @@ def interpolate(
         str, typer.Option("--out", help="A new or empty output folder (a path or a new URL).")
     ],
     old_weight: Annotated[
-        float | None, typer.Option("--old-weight", help="α, the weight of the old model.")
+        float | None,
+        typer.Option("--old-weight", min=0.0, max=1.0, help="α, the weight of the old model."),
     ] = None,
     fisher: Annotated[
         str | None, typer.Option("--fisher", help="The old model's Fisher (safetensors).")
@@ -101,6 +102,10 @@ def interpolate(
     rows = dict(parse_rows(option) for option in new_class_rows or [])
     if rules:
         check_rule_patterns([pattern for pattern, _ in rules], old)
+    if integer_buffers not in ("new", "old"):
+        raise InputError(f"--integer-buffers {integer_buffers!r}; expected new or old.")
+    if not max_shard_gb > 0:
+        raise InputError(f"--max-shard-gb {max_shard_gb:g}; expected a size in GB > 0, e.g. 1.")
     base = MergePolicy(
         0.0, rules=tuple(rules), integer_buffers=integer_buffers, new_class_rows=rows
     )

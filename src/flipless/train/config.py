@@ -291,7 +291,8 @@ def read_document(path: str | Path) -> Any:
         raise FileFormatError(f"{path} is not valid {suffix[1:].upper()}: {error}") from error
     except Exception as error:  # yaml's errors (ScannerError, ParserError, …)
         if type(error).__module__.startswith("yaml"):
-            raise FileFormatError(f"{path} is not valid YAML: {error}") from error
+            where = " ".join(str(error).split())  # yaml's message spans lines
+            raise FileFormatError(f"{path} is not valid YAML: {where}") from error
         raise
     raise FileFormatError(
         f"{path}: unknown config format {suffix!r}; use .toml, .yaml, .yml or .json."
