@@ -149,7 +149,7 @@ def demo(
             "ldi, and the old model fine-tuned, then interpolated back (bcwi).",
         )
     )
-    update = run_demo(seed, log=lambda line: logs.print(line, markup=False))
+    update = run_demo(seed, log=lambda line: logs.print(line, markup=False, soft_wrap=True))
     scenario = update.scenario
     console.print(
         f"old model: {len(scenario.old_train)} images; new models: {len(scenario.new_train)}; "
