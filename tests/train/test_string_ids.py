@@ -8,12 +8,14 @@ positions, would name the wrong rows.
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from flipless.cli import app
@@ -26,6 +28,9 @@ from flipless.report.payload import build_payload
 from flipless.report.sources import load_source
 from flipless.sweep.config import parse_sweep_config
 from flipless.sweep.runner import run_sweep
+from flipless.train import MLP, TrainSettings, fit
+from flipless.train.config import load_config
+from flipless.train.recipe import run_config
 
 CLASSES = ("cat", "dog", "eel")
 SPLIT_SIZES = {"train": 90, "validation": 30, "test": 30}
@@ -87,7 +92,7 @@ def check_ids_name_their_rows(comparison: Comparison, rows: pd.DataFrame, split:
     expected = rows[rows["split"] == split].set_index("id")["label"]
     assert sorted(instances.ids.tolist()) == sorted(expected.index)
     assert all(isinstance(value, str) for value in instances.ids.tolist())
-    names = [comparison.class_names[label] for label in instances.labels.tolist()]
+    names = [CLASSES[label] for label in instances.labels.tolist()]  # sorted names
     assert names == expected.loc[instances.ids.tolist()].tolist()
 
 
@@ -106,6 +111,13 @@ def test_flipless_train_writes_the_string_ids(rows, trained):
     assert sorted(instances.iloc[:, 0]) == sorted(rows.loc[rows["split"] == "test", "id"])
     negative_flips = comparison.negative_flip_ids()
     assert set(negative_flips) <= set(rows["id"])
+
+
+def test_the_runs_validation_comparison_names_the_string_ids(rows, folder, tmp_path):
+    # what MLflow logs as validation_comparison and run_config returns
+    config = load_config(folder / "run.toml")
+    outcome = run_config(dataclasses.replace(config, output_dir=str(tmp_path / "run")))
+    check_ids_name_their_rows(outcome.result.comparison, rows, "validation")
 
 
 def test_the_report_of_a_run_shows_the_string_ids(rows, trained):
@@ -176,3 +188,17 @@ def test_id_names_must_name_every_sample():
         UpdateScenario(**parts, seed=None, description="", id_names=("a", "b", "c", "d"))
     with pytest.raises(InputError, match="expected a tuple of strings"):
         UpdateScenario(**parts, seed=None, description="", id_names=tuple(range(8)))
+
+
+def test_fit_names_the_validation_samples_by_id_names():
+    names = tuple(f"id-{letter}" for letter in "abcdefghijkl")
+    train, validation = labeled(list(range(8)), "train"), labeled([11, 8, 10], "validation")
+    torch.manual_seed(0)
+    old = MLP(2, 2, hidden=(4,))
+    settings = TrainSettings(epochs=1, batch_size=4, progress="none")
+    result = fit(
+        MLP(2, 2, hidden=(4,)), train, validation, old_model=old, id_names=names, settings=settings
+    )
+    assert result.comparison.instances.ids.tolist() == ["id-l", "id-i", "id-k"]
+    with pytest.raises(MismatchError, match=r"sample ids up to 11 \(from 8\) but id_names names 9"):
+        fit(MLP(2, 2, hidden=(4,)), train, validation, old_model=old, id_names=names[:9])

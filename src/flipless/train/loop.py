@@ -31,6 +31,9 @@ Conventions:
 * A growing label set: when the old model knows fewer classes (``old_classes=``, or the
   teacher's ``class_mask``), the validation comparison counts only the examples whose label
   it knows (``compare(..., old_classes=...)``), so NFR is not diluted by classes it never had.
+* String ids: with ``id_names=`` (``UpdateScenario.id_names``: the string id of each sample
+  number), the validation comparisons name their samples by those strings; batches and
+  cached teacher logits keep the integer ids.
 """
 
 from __future__ import annotations
@@ -107,6 +110,7 @@ class Trainer:
         old_model: nn.Module | None = None,
         old_validation_predictions: Any = None,
         old_classes: Sequence[int] | None = None,
+        id_names: Sequence[str] | None = None,
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         settings: TrainSettings | None = None,
@@ -149,6 +153,16 @@ class Trainer:
             if old_classes is not None
             else known_classes(teacher)
         )
+        #: the string id of each sample number, for the validation comparisons (or None)
+        self.id_names = None if id_names is None else np.asarray(tuple(id_names), dtype=object)
+        if self.id_names is not None and isinstance(validation_data, LabeledData):
+            ids = validation_data.ids.numpy()
+            if ids.size and (ids.min() < 0 or ids.max() >= len(self.id_names)):
+                raise MismatchError(
+                    f"validation_data has sample ids up to {ids.max()} (from {ids.min()}) but "
+                    f"id_names names {len(self.id_names)} samples; expected the id_names of the "
+                    "data these samples came from (UpdateScenario.id_names)."
+                )
         self.optimizer_factory = optimizer or (lambda p: torch.optim.AdamW(p, lr=1e-3))
         self.scheduler_factory = scheduler
         self.hooks = list(hooks)
@@ -252,6 +266,8 @@ class Trainer:
         if old_predictions is None:
             return float((new == labels).mean())
         ids = data.ids.numpy() if isinstance(data, LabeledData) else None
+        if ids is not None and self.id_names is not None:
+            ids = self.id_names[ids]
         return compare(old_predictions, new, labels, ids=ids, old_classes=self.old_classes)
 
     # -- the loop ------------------------------------------------------------------------

@@ -219,6 +219,7 @@ def run_config(config: RunConfig) -> RunOutcome:
             teacher=teacher,
             old_model=old_view.as_model(),
             old_classes=old_classes,
+            id_names=scenario.id_names,
             optimizer=optimizer_factory(config),
             settings=config.train,
             tracker=tracker,
