@@ -12,10 +12,10 @@ model, sweep points, …) joins that same group. A group the caller started (``i
 before the first ``fit``) is used as it is and left to the caller to end. A group flipless
 started ends at interpreter exit (``atexit``), or earlier with :func:`shutdown`, once every
 process gets there; never while some other code may still be using it. flipless starts a group
-at most once per process: a group started again in the same torchrun job reuses the ended
-group's rendezvous keys and can deadlock in its first collective (as a ``fit`` that started and
-ended its own group did, now and then, when a job ran a second ``fit``), so a ``fit`` after
-:func:`shutdown` is refused.
+at most once per process, and a ``fit`` after :func:`shutdown` is refused: a default group
+started again in the same torchrun job (torch 2.13, gloo) hung in its first collective in one
+of three tries here, as a second ``fit`` did now and then when each ``fit`` started and ended
+its own group.
 """
 
 from __future__ import annotations
