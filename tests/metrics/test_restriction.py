@@ -39,6 +39,7 @@ def test_counts_by_hand_over_the_old_classes_only():
     restriction = restricted.restriction
     assert restriction.old_classes == (0, 1) and restriction.num_classes == 3
     assert (restriction.excluded, restriction.total, restriction.kept) == (2, 7, 5)
+    assert restriction.new_correct == 5 and restriction.accuracy_new_all == 5 / 7  # 0, 2–5
     assert everything.restriction is None
     # the new class keeps its row, with nothing counted in it
     assert restricted.per_class()["support"].tolist() == [3, 2, 0]
@@ -57,6 +58,8 @@ def test_names_indices_scores_and_slices_agree():
     by_index = compare(OLD, NEW, LABELS, old_classes=(1, 0))
     np.testing.assert_array_equal(by_name.class_outcomes, by_index.class_outcomes)
     assert by_name.restriction == by_index.restriction
+    top2 = compare(np.eye(3)[OLD], scores, LABELS, top_k=2, old_classes=[0, 1])
+    assert top2.restriction.new_correct == 7  # every label is among two of the three scores
     site = by_name.per_slice("site")
     # site a: examples 0, 6 kept (2 and 4 are fish); b: 1, 3, 5
     assert site["support"].tolist() == [2, 3]
@@ -100,6 +103,12 @@ def test_json_keeps_the_restriction_and_reads_old_documents(tmp_path):
     plain = compare(OLD, NEW, LABELS).to_dict()
     assert "restriction" not in plain  # documents of unrestricted comparisons are unchanged
     assert Comparison.from_dict(plain).restriction is None
+    assert document["restriction"]["new_correct"] == 5
+    document["restriction"]["new_correct"] = 8
+    with pytest.raises(FileFormatError, match="got 8 of 7 examples right"):
+        Comparison.from_dict(document)
+    document["restriction"]["new_correct"] = None  # not recorded: unknown, not an error
+    assert math.isnan(Comparison.from_dict(document).restriction.accuracy_new_all)
     document["restriction"]["excluded"] = 1  # 6 of 7 kept, but 5 counted
     with pytest.raises(FileFormatError, match="says 6 examples were counted but its counts hold 5"):
         Comparison.from_dict(document)
@@ -115,6 +124,7 @@ def test_the_summary_says_what_was_left_out():
     text = out.getvalue()
     assert "left out" in text
     assert "label not among the old model's 2 of 3 classes; rates count the other 5" in text
+    assert "(new model on all: 71.43 %)" in text
     out = io.StringIO()
     Console(file=out, width=200).print(summary_table(compare(OLD, NEW, LABELS)))
     assert "left out" not in out.getvalue()

@@ -498,6 +498,8 @@ def test_old_classes_restrict_the_validation_comparison_of_plain_training(scenar
     broken = (old_answers == labels) & (new_answers != labels) & known
     assert result.history[0].negative_flip_rate == broken.sum() / known.sum()
     assert result.comparison.total == int(known.sum())
+    # the epoch's accuracy is over every validation example, the new classes included
+    assert result.history[0].accuracy == float((new_answers == labels).mean())
 
 
 class _LastWeights(Hook):

@@ -235,8 +235,9 @@ def select_old_weight(
         rule: see the module docstring's table.
         batch_size: samples per forward pass.
         old_classes: when the old model knows fewer classes than the candidates, the classes
-            it knows: accuracy, NFR and the rest are then counted on the dev examples labelled
-            with one of them (``compare(..., old_classes=...)``).
+            it knows: NFR, PFR, BTC and BEC are then counted on the dev examples labelled with
+            one of them (``compare(..., old_classes=...)``), while the accuracy stays the
+            candidate's on every dev example (the new classes are part of the update).
 
     Each candidate's argmax predictions are compared with the old model's by
     :func:`flipless.compare`; the curve keeps its accuracy, NFR, PFR, BTC and BEC.
@@ -270,10 +271,13 @@ def select_old_weight(
         comparison = compare(
             old, predict_labels(candidate, dev, batch_size), labels, old_classes=old_classes
         )
+        restriction = comparison.restriction
         curve.append(
             CurvePoint(
                 old_weight=old_weight,
-                accuracy=comparison.accuracy_new,
+                accuracy=comparison.accuracy_new
+                if restriction is None
+                else restriction.accuracy_new_all,
                 negative_flip_rate=comparison.negative_flip_rate,
                 positive_flip_rate=comparison.positive_flip_rate,
                 backward_trust_compatibility=comparison.backward_trust_compatibility,

@@ -422,7 +422,9 @@ def compare(
     slice_columns = _slice_columns(slices, size)
     restriction = None
     if old_classes is not None:
-        restriction, keep = restrict_to_old_classes(old_classes, label_array, k, names)
+        right = correctness(new_out, label_array, top_k, k)
+        right = new_out.predicted == label_array if right is None else right
+        restriction, keep = restrict_to_old_classes(old_classes, label_array, k, names, right)
         old_out, new_out = old_out.subset(keep), new_out.subset(keep)
         label_array = label_array[keep]
         sample_ids = None if sample_ids is None else sample_ids[keep]

@@ -60,7 +60,8 @@ def summary_table(comparison: Comparison) -> Table:
             f"{restriction.excluded:,}",
             "",
             f"label not among the old model's {len(restriction.old_classes)} of "
-            f"{restriction.num_classes} classes; rates count the other {restriction.kept:,}",
+            f"{restriction.num_classes} classes; rates count the other {restriction.kept:,} "
+            f"(new model on all: {percent(restriction.accuracy_new_all)})",
         )
     for name in RATE_LABELS:
         rate = counts.rate(name)

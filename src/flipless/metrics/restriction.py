@@ -13,6 +13,11 @@ and every other rate likewise over ``kept``. The comparison records what was lef
 (:class:`OldClassRestriction`, in its JSON under ``"restriction"`` and in the printed summary).
 The models' answers are not restricted: a new model that answers a new class for an old-class
 example is wrong there, and so is an old model that answers a class outside O.
+
+The restriction also keeps the new model's accuracy over **all** the examples
+(:attr:`OldClassRestriction.accuracy_new_all`): the new classes are part of what the new model
+is for, so choosing an epoch or an old-weight by accuracy uses it (the training loop and
+:func:`~flipless.merge.selection.select_old_weight` do), while the flips count on O.
 """
 
 from __future__ import annotations
@@ -33,13 +38,23 @@ REASON = "their label is a class the old model does not know"
 class OldClassRestriction:
     """Counts restricted to examples labelled with one of ``old_classes`` (class indices).
 
-    ``excluded`` examples were left out because ``REASON``; ``total`` is the number given.
+    ``excluded`` examples were left out because ``REASON``; ``total`` is the number given;
+    ``new_correct``, how many of all ``total`` the new model got right (None when unknown).
     """
 
     old_classes: tuple[int, ...]
     num_classes: int
     excluded: int
     total: int
+    new_correct: int | None = None
+
+    @property
+    def accuracy_new_all(self) -> float:
+        """The new model's accuracy over all the examples, left-out ones included (NaN when
+        there are none or the count is unknown)."""
+        if self.new_correct is None or self.total == 0:
+            return float("nan")
+        return self.new_correct / self.total
 
     @property
     def kept(self) -> int:
@@ -60,6 +75,7 @@ class OldClassRestriction:
             "num_classes": self.num_classes,
             "excluded": self.excluded,
             "total": self.total,
+            "new_correct": self.new_correct,
             "reason": REASON,
         }
 
@@ -72,12 +88,21 @@ class OldClassRestriction:
                 num_classes=int(stored["num_classes"]),
                 excluded=int(stored["excluded"]),
                 total=int(stored["total"]),
+                new_correct=None
+                if stored.get("new_correct") is None
+                else int(stored["new_correct"]),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise FileFormatError(
                 f"The comparison's 'restriction' is malformed ({error!r}); expected "
                 "old_classes, num_classes, excluded and total."
             ) from error
+        correct = restriction.new_correct
+        if correct is not None and not 0 <= correct <= restriction.total:
+            raise FileFormatError(
+                f"The comparison's 'restriction' says the new model got {correct} of "
+                f"{restriction.total} examples right; the file was edited or corrupted."
+            )
         if restriction.excluded < 0 or restriction.kept != counted:
             raise FileFormatError(
                 f"The comparison's 'restriction' says {restriction.kept} examples were counted "
@@ -124,8 +149,10 @@ def restrict_to_old_classes(
     labels: np.ndarray,
     num_classes: int,
     class_names: Sequence[str] | None,
+    new_correct: np.ndarray,
 ) -> tuple[OldClassRestriction, np.ndarray]:
-    """The restriction and the bool mask [N] of the examples it keeps (label ∈ old classes)."""
+    """The restriction and the bool mask [N] of the examples it keeps (label ∈ old classes);
+    ``new_correct`` (bool [N]) says where the new model is right, over all the examples."""
     known = old_class_indices(old_classes, num_classes, class_names)
     keep = np.isin(labels, known)
     restriction = OldClassRestriction(
@@ -133,5 +160,6 @@ def restrict_to_old_classes(
         num_classes=int(num_classes),
         excluded=int((~keep).sum()),
         total=int(labels.shape[0]),
+        new_correct=int(np.count_nonzero(new_correct)),
     )
     return restriction, keep

@@ -29,7 +29,7 @@ Schema ``flipless.comparison`` version 2::
      "instances": {"ids", "labels", "old_pred", "new_pred", "codes",
                    "old_confidence"?, "new_confidence"?} | null,
      "restriction"?: {"old_classes": [int], "num_classes": K, "excluded": int,
-                      "total": int, "reason": str}}
+                      "total": int, "new_correct": int | null, "reason": str}}
 
 ``restriction`` is present only when the counts cover just the examples whose label the old
 model knew (``compare(..., old_classes=...)``, :mod:`flipless.metrics.restriction`); documents

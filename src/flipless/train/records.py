@@ -70,7 +70,11 @@ class FitResult:
 def fill_validation(record: EpochRecord, result: Comparison | float | None) -> None:
     """Copy a validation result (a Comparison, or an accuracy alone) into the record."""
     if isinstance(result, Comparison):
-        record.accuracy = float(result.accuracy_new)
+        # the new model's accuracy on every validation example, also where the flips count
+        # only the classes the old model knows (a growing label set)
+        restricted = result.restriction is not None
+        accuracy = result.restriction.accuracy_new_all if restricted else result.accuracy_new
+        record.accuracy = float(accuracy)
         record.negative_flip_rate = float(result.negative_flip_rate)
         record.positive_flip_rate = float(result.positive_flip_rate)
         record.backward_trust_compatibility = float(result.backward_trust_compatibility)
