@@ -39,6 +39,7 @@ more on seeds 3–5 (18 against 15).
 from __future__ import annotations
 
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -183,3 +184,6 @@ def test_a_config_with_old_classes_masks_the_teacher_and_restricts_the_compariso
     assert not np.isin(test.instances.old_pred, OLD_CLASSES, invert=True).any()
     cached = CachedTeacher.load(outcome.output_dir / "teacher.safetensors")
     assert known_classes(cached) == OLD_CLASSES
+    summary = json.loads((outcome.output_dir / "summary.json").read_text())
+    assert summary["test"]["restriction"]["excluded"] == int((~known).sum())
+    assert summary["test"]["accuracy_new_all_classes"] == test.restriction.accuracy_new_all

@@ -263,6 +263,9 @@ def run_config(config: RunConfig) -> RunOutcome:
             )
         },
     }
+    if test.restriction is not None:  # the rates above count the old classes only
+        summary["test"]["accuracy_new_all_classes"] = _number(test.restriction.accuracy_new_all)
+        summary["test"]["restriction"] = test.restriction.to_dict()
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return RunOutcome(scenario, old, result, test, out)
 
