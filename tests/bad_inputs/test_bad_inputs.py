@@ -116,6 +116,12 @@ CASES = [
         (*SLICED, "--max-slice-nfr", "0.5", "--min-slice-size", "-3"),
         "'--min-slice-size'",
     ),
+    Case(
+        "compare-no-id-column",
+        ("compare", "old.csv", "new.csv", "--id-col", "nosuch"),
+        "old.csv has no column 'nosuch' (the id)",
+    ),
+    Case("compare-single-array-npz", ("compare", "single.npz", "old.csv"), "a single array"),
     Case("compare-json-folder", ("compare", "old.csv", "new.csv", "--json", "."), "is a folder"),
     Case(
         "compare-json-no-folder",
@@ -247,6 +253,8 @@ def write_inputs(folder: Path) -> None:
         torch.manual_seed(seed)
         save_model(MLP(4, 3, hidden=(5,)), folder / name)
     torch.save(MLP(4, 3, hidden=(5,)).state_dict(), folder / "old.pt")
+    with (folder / "single.npz").open("wb") as handle:  # np.save: one array, not an archive
+        np.save(handle, np.arange(3))
     (folder / "taken").write_text("a file, not a folder\n")
     run = {"output_dir": "run", "preset": "fd-kl", "loss": "", "lr": "0.05"}
     configs = {

@@ -23,7 +23,7 @@ import pandas as pd
 import pyarrow as pa
 
 from flipless import remote
-from flipless.errors import FileFormatError, InputError
+from flipless.errors import FileFormatError, FliplessError, InputError
 from flipless.io.columns import ID_NAMES, find
 from flipless.validation import to_numpy
 
@@ -76,6 +76,8 @@ def load_frame(path: str | Path, kind: str, id_column: str | None) -> pd.DataFra
             with remote.open_for_reading(path) as stream:
                 return pq.read_table(stream)
         return _load_jsonl(path)
+    except FliplessError:  # already says what is wrong (a missing column, a missing file)
+        raise
     except (OSError, ValueError, pa.ArrowException) as error:
         raise FileFormatError(
             f"{path} could not be read as {kind} ({_first_line(error)}); the file may be "
@@ -128,6 +130,8 @@ def load_npz(path: str | Path) -> tuple[dict[str, np.ndarray], Any]:
                 )
             with archive:
                 arrays = {name: archive[name] for name in archive.files}
+    except FliplessError:  # already says what is wrong
+        raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
         raise FileFormatError(
             f"{path} could not be read as an npz archive ({_first_line(error)}); the file may "
@@ -153,6 +157,8 @@ def load_result(path: str | Path) -> tuple[dict[str, np.ndarray], Any]:
             f"flipless never unpickles other objects; expected {_RESULT_CONTENT} (plain "
             "tensors, no model objects or custom classes), or export the predictions to npz."
         ) from error
+    except FliplessError:  # a missing or unreachable file, already said
+        raise
     except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as error:
         raise FileFormatError(
             f"{path} could not be read as a torch file ({_first_line(error)}); the file may be "

@@ -255,6 +255,8 @@ def comparison_from_dict(
             if restriction is None
             else OldClassRestriction.from_dict(restriction, int(class_outcomes.sum())),
         )
+    except FileFormatError:  # a ValueError too, but it already says what is wrong
+        raise
     except (KeyError, TypeError, ValueError) as error:  # InputError is a ValueError
         raise FileFormatError(
             f"The comparison document is incomplete or malformed ({error!r})."
