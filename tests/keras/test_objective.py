@@ -146,6 +146,28 @@ def test_class_mask_keeps_unknown_classes_out_of_the_terms_and_the_focus():
     np.testing.assert_allclose(values(parts["kl"]), (6 * kl).mean(), rtol=1e-13)
 
 
+def test_samples_of_classes_the_old_model_does_not_know_match_the_torch_objective():
+    # sample 1's label (2) is a class the old model never had: teacher terms leave it out and
+    # a mix term gives it back its full cross-entropy, as flipless.losses does
+    old = np.array([[2.0, 0.0, -1e9], [0.0, 1.0, -1e9], [1.0, 3.0, -1e9]])
+    new = np.array([[1.0, 0.5, 0.0], [0.2, 0.1, 2.3], [0.4, 0.9, 0.1]])
+    labels = np.array([0, 2, 1])
+    mask = np.array([True, True, False])
+    for preset in ("fd-kl", "fd-lm", "ldi"):
+        total, parts = build_loss(preset)(new, labels, old, class_mask=mask)
+        torch_total, torch_parts = build_torch_loss(preset)(
+            torch.tensor(new),
+            torch.tensor(labels),
+            torch.tensor(old),
+            class_mask=torch.tensor(mask),
+        )
+        np.testing.assert_allclose(values(total), torch_total.numpy(), rtol=1e-12, err_msg=preset)
+        for name in parts:
+            np.testing.assert_allclose(
+                values(parts[name]), torch_parts[name].numpy(), rtol=1e-12, err_msg=name
+            )
+
+
 def test_no_nan_when_the_old_model_is_never_right():
     wrong_old = np.array([[0.0, 5.0], [5.0, 0.0], [5.0, 0.0], [5.0, 0.0]])
     total, parts = build_loss("new-error")(NEW, LABELS, wrong_old)

@@ -98,6 +98,11 @@ class CompatibilityLoss:
             raise InputError(f"The terms' mix values add up to {total_mix}; expected at most 1.")
         self.requested_ce_weight = float(ce_weight)
         self.ce_weight = ce_weight * (1.0 - total_mix)
+        #: the cross-entropy weight a sample of a class outside ``class_mask`` gets back (its
+        #: teacher terms are left out; :mod:`flipless.losses.objective`, "growing label set")
+        self.unknown_class_ce_bonus = ce_weight * sum(
+            term.mix or 0.0 for term in self.terms if "old_logits" in TERMS[term.kind][1]
+        )
         kinds = [term.kind for term in self.terms]
         #: the key of each term in the parts dict: its kind, or kind.index when repeated
         self.part_names = [
@@ -147,7 +152,15 @@ class CompatibilityLoss:
             cross_entropy = cross_entropy * sample_weights
         base_loss = batch_mean(cross_entropy)
         parts = {"cross_entropy": ops.stop_gradient(base_loss)}
-        total = self.ce_weight * base_loss
+        known_label = None  # k_i = 1[y_i is a class the old model knows]
+        if class_mask is not None:
+            row = class_mask_row(class_mask, static_shape(new_logits)[1])
+            known_label = ops.take(ops.cast(ops.reshape(row, (-1,)), new_logits.dtype), labels)
+        if known_label is None or self.unknown_class_ce_bonus == 0:
+            total = self.ce_weight * base_loss
+        else:
+            ce_weights = self.ce_weight + self.unknown_class_ce_bonus * (1.0 - known_label)
+            total = batch_mean(ce_weights * cross_entropy)
         inputs = {
             "new_logits": new_logits,
             "old_logits": old_logits,
@@ -171,6 +184,8 @@ class CompatibilityLoss:
                 term.boost,
                 sample_weights,
             )
+            if known_label is not None and "old_logits" in needs:
+                weights = weights * known_label  # the old model has no say on its unknown classes
             value = batch_mean(weights * per_sample)
             parts[name] = ops.stop_gradient(value)
             total = total + (term.weight if term.weight is not None else term.mix) * value
