@@ -53,7 +53,14 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from common import add_output_options, load_average, machine_facts, output_path, write_atomically
+from common import (
+    add_output_options,
+    chosen_methods,
+    load_average,
+    machine_facts,
+    output_path,
+    write_atomically,
+)
 from flipless import compare
 from flipless.continual import SoftMasker, add_task, select_layers, to_subnetwork, use_task
 from flipless.data.loaders import load_digits, load_fashion_mnist
@@ -61,6 +68,7 @@ from flipless.train import MLP, LabeledData, TrainSettings, fit
 
 TASKS = ((0, 1), (2, 3), (4, 5), (6, 7), (8, 9))
 GRANULARITIES = ("unit", "parameter")
+METHODS = ("plain", "soft-mask", "soft-mask-update", "sub-network", "sub-network+soft-mask")
 OPTIMIZERS: dict[str, Callable[[object], torch.optim.Optimizer]] = {
     "sgd": lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9),
     "adamw": lambda p: torch.optim.AdamW(p, lr=1e-3, weight_decay=0.01),
@@ -186,8 +194,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--quick", action="store_true", help="one seed, 2 epochs")
-    add_output_options(parser, "continual")
+    add_output_options(parser, "continual", METHODS)
     args = parser.parse_args()
+    methods = chosen_methods(args, METHODS, always=("plain",))
     if args.quick:
         args.seeds, args.epochs = args.seeds[:1], 2
     output = None if args.quick and args.output is None else output_path(args, "continual")
@@ -205,6 +214,7 @@ def main() -> None:
     ]
     configurations.append(("sub-network", "-", "adam"))
     configurations += [("sub-network+soft-mask", g, "adam") for g in GRANULARITIES]
+    configurations = [c for c in configurations if c[0] in methods]
     for method, granularity, optimizer in configurations:
         key = method if granularity == "-" else f"{method}[{granularity}]"
         key = f"{key}/{optimizer}"
@@ -232,7 +242,10 @@ def main() -> None:
     for optimizer in OPTIMIZERS:
         plain = table[f"plain/{optimizer}"]["task_summary"]
         for method in [
-            f"{m}[{g}]" for m in ("soft-mask", "soft-mask-update") for g in GRANULARITIES
+            f"{m}[{g}]"
+            for m in ("soft-mask", "soft-mask-update")
+            if m in methods
+            for g in GRANULARITIES
         ]:
             ours = table[f"{method}/{optimizer}"]["task_summary"]
             cut = 1 - ours["average_forgetting"]["mean"] / plain["average_forgetting"]["mean"]
