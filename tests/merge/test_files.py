@@ -85,7 +85,7 @@ def test_the_dev_search_writes_the_curve_and_follows_its_rule(checkpoints):
     ("options", "message"),
     [
         ([], "give --old-weight"),
-        (["--old-weight", "1.5"], "old_weight"),
+        (["--old-weight", "1.5"], "Invalid value for '--old-weight'"),  # the option, by name
         (["--old-weight", "0.5", "--rule", "=0.1"], "PATTERN"),
         (["--old-weight", "0.5", "--new-class-rows", "head.bias"], "TENSOR=ROWS"),
         (["--select"], "--select needs --dev"),
