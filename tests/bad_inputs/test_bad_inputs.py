@@ -27,6 +27,7 @@ import pandas as pd
 import pytest
 
 DRIVER = Path(__file__).with_name("driver.py")
+pytestmark = pytest.mark.slow  # two processes running every case: 10-40 s in all
 
 RUN = """seed = 0
 output_dir = "{output_dir}"

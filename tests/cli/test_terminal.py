@@ -84,6 +84,7 @@ def test_quiet_silences_log_lines_but_not_results(files, tmp_path):
     assert quiet.stderr == "" and quiet.stdout == loud.stdout
 
 
+@pytest.mark.slow  # four processes of the real command
 def test_no_color_removes_every_style(files):
     forced = {"FORCE_COLOR": "1", "TTY_COMPATIBLE": "1"}
     styled = flipless("compare", *files, env=forced)
