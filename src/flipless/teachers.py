@@ -37,7 +37,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from flipless.errors import FileFormatError, FliplessWarning, InputError, MismatchError
+from flipless.errors import (
+    FileFormatError,
+    FliplessWarning,
+    InputError,
+    MismatchError,
+    MissingFileError,
+)
 
 MMAP_THRESHOLD_BYTES = 64 * 2**20  # CachedTeacher.load(mmap=None) memory-maps files this large
 _FORMAT = "flipless.cached_teacher"
@@ -496,6 +502,11 @@ class CachedTeacher:
         from safetensors import safe_open
 
         path = Path(path)
+        if not path.is_file():
+            raise MissingFileError(
+                f"no teacher cache at {path}: the file does not exist; write one with "
+                "CachedTeacher.build."
+            )
         try:
             with safe_open(str(path), framework="pt") as f:
                 keys = set(f.keys())

@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from flipless.data.labeled import LabeledData
-from flipless.errors import FileFormatError, InputError, MismatchError
+from flipless.errors import FileFormatError, InputError, MismatchError, MissingFileError
 from flipless.validation import first_few
 
 INPUT_TYPES = ("text", "image", "features")
@@ -672,7 +672,7 @@ def _image_sources(split: ResolvedSplit) -> list[Any]:
         path = Path(value).expanduser()
         path = path if path.is_absolute() else table.base / path
         if not path.is_file():
-            raise FileFormatError(
+            raise MissingFileError(
                 f"{table.where(position)}: image file {str(path)!r} does not exist (column "
                 f"{name!r}, {value!r}, relative to {str(table.base)!r}); expected a path to an "
                 "image, relative to the table's folder or absolute."

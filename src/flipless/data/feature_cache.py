@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from flipless import remote
-from flipless.errors import FileFormatError, InputError
+from flipless.errors import FileFormatError, InputError, MissingFileError
 
 #: The environment variable that moves the default cache folder.
 CACHE_ENV = "FLIPLESS_CACHE"
@@ -70,7 +70,7 @@ def path_sha256(path: str | os.PathLike[str]) -> str:
     elif root.is_dir():
         files = sorted(p for p in root.rglob("*") if p.is_file())
     else:
-        raise FileFormatError(f"cannot hash {root}: no such file or folder.")
+        raise MissingFileError(f"cannot hash {root}: no such file or folder.")
     names = [file.relative_to(root).as_posix() for file in files]
     stamp = tuple((name, *_size_and_mtime(file)) for name, file in zip(names, files, strict=True))
     memo = (str(root.resolve()), stamp)

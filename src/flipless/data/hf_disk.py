@@ -29,7 +29,7 @@ from flipless.data.columns import (
     splits_from_tables,
 )
 from flipless.data.table import split_name
-from flipless.errors import FileFormatError, InputError, MissingExtraError
+from flipless.errors import FileFormatError, InputError, MissingExtraError, MissingFileError
 from flipless.validation import first_few
 
 
@@ -65,7 +65,8 @@ def hf_disk_splits(path: str | Path, options: ColumnOptions) -> list[SplitTable]
         ) from error
     folder = Path(path).expanduser()
     if not is_hf_disk_folder(folder):
-        raise FileFormatError(
+        error = FileFormatError if folder.exists() else MissingFileError
+        raise error(
             f"{folder} is not a folder written by datasets' save_to_disk (no dataset_dict.json, "
             "nor state.json and dataset_info.json); expected the folder Dataset.save_to_disk "
             "or DatasetDict.save_to_disk wrote."

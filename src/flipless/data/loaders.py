@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from flipless.data.labeled import LabeledData, check_fraction, stratified_split, to_int64_array
-from flipless.errors import FileFormatError, InputError, MismatchError
+from flipless.errors import FileFormatError, InputError, MismatchError, MissingFileError
 from flipless.validation import first_few
 
 FASHION_MNIST_CLASSES = (
@@ -92,7 +92,7 @@ def load_fashion_mnist(path: str | Path | None = None) -> dict[str, LabeledData]
     if path is None:
         folder = FASHION_MNIST_DEBIAN_PATH
         if not folder.is_dir():
-            raise FileFormatError(
+            raise MissingFileError(
                 f"Fashion-MNIST is not installed at {folder}; expected the Debian package's idx "
                 "files. Install them with `apt-get install dataset-fashion-mnist`, or pass "
                 "path= a folder holding the four idx files."
@@ -160,7 +160,7 @@ def _idx_file(folder: Path, stem: str) -> Path:
     for candidate in (folder / f"{stem}.gz", folder / stem):
         if candidate.is_file():
             return candidate
-    raise FileFormatError(
+    raise MissingFileError(
         f"{folder} has no {stem}.gz or {stem}; expected the four Fashion-MNIST idx files "
         "(train/t10k images/labels). Install `apt-get install dataset-fashion-mnist`, or pass "
         "the folder that holds them."
@@ -274,7 +274,7 @@ class RestrictedUnpickler(pickle.Unpickler):
 def _unpickle_dict(path: Path) -> dict[Any, Any]:
     """Load a CIFAR pickle (Python 2 strings read as bytes) through the restricted unpickler."""
     if not path.is_file():
-        raise FileFormatError(
+        raise MissingFileError(
             f"{path} does not exist; expected the CIFAR-10 python batches (data_batch_1..5, "
             "test_batch, batches.meta). Pass the folder 'cifar-10-batches-py' of the extracted "
             "cifar-10-python.tar.gz."
@@ -353,7 +353,7 @@ def load_massive(path: str | Path) -> dict[str, LabeledData]:
         if not file.is_file():
             if split == "dev":
                 continue
-            raise FileFormatError(
+            raise MissingFileError(
                 f"{folder} has no {split}.jsonl; expected train.jsonl, test.jsonl (and "
                 "optionally dev.jsonl) next to info.json."
             )
@@ -499,7 +499,7 @@ def load_banking77(path: str | Path) -> dict[str, LabeledData]:
 def _read_banking_csv(path: Path) -> list[tuple[str, str, int]]:
     """(text, category, line number) for each row."""
     if not path.is_file():
-        raise FileFormatError(
+        raise MissingFileError(
             f"{path} does not exist; expected train.csv and test.csv with columns text,category."
         )
     rows = []
@@ -700,15 +700,14 @@ def load_arrays(
 def _existing_folder(path: str | Path, what: str) -> Path:
     folder = Path(path).expanduser()
     if not folder.is_dir():
-        raise FileFormatError(
-            f"{folder} is not a folder; expected the {what} data folder. Check the path."
-        )
+        error = FileFormatError if folder.exists() else MissingFileError
+        raise error(f"{folder} is not a folder; expected the {what} data folder. Check the path.")
     return folder
 
 
 def _read_json(path: Path) -> Any:
     if not path.is_file():
-        raise FileFormatError(f"{path} does not exist; expected a JSON file there.")
+        raise MissingFileError(f"{path} does not exist; expected a JSON file there.")
     try:
         with _open_text(path) as file:
             return json.load(file)

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from flipless import remote
-from flipless.errors import FileFormatError, InputError
+from flipless.errors import FileFormatError, InputError, MissingFileError
 
 #: Data sets that ship with flipless; all but the first two need ``path``.
 SHIPPED = ("digits", "fashion-mnist", "cifar10", "massive", "banking77", "image-folder")
@@ -397,7 +397,7 @@ def check_data(data: DataConfig) -> DataSummary:
             raise InputError(f"data.target {data.target!r} is not a function; expected a callable.")
         return DataSummary(data.name, {})
     if data.path is not None and not Path(data.path).exists():
-        raise FileFormatError(
+        raise MissingFileError(
             f"data.path: {data.path} does not exist; expected the {data.name} data there."
         )
     return DataSummary(data.name, {})
@@ -450,7 +450,7 @@ def data_config_from_path(path: str | Path, **options: Any) -> DataConfig:
     elif text in ("digits", "fashion-mnist"):
         config = DataConfig(name=text, **options)
     else:
-        raise FileFormatError(
+        raise MissingFileError(
             f"{text}: no such file or folder; expected a table file or folder, a "
             "datasets.save_to_disk folder, an image folder, 'digits', 'fashion-mnist' or "
             f"NAME:PATH with NAME one of {', '.join(SHIPPED)}."

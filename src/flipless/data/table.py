@@ -37,7 +37,7 @@ from flipless.data.columns import (
     resolve_splits,
     splits_from_tables,
 )
-from flipless.errors import FileFormatError, InputError
+from flipless.errors import FileFormatError, InputError, MissingFileError
 from flipless.validation import first_few
 
 FORMATS = ("csv", "tsv", "parquet", "jsonl")
@@ -126,7 +126,7 @@ def table_splits(
             return _one_file(files[0], table_format(files[0]), options)
         return _split_files(path, files, options)
     if not path.is_file():
-        raise FileFormatError(
+        raise MissingFileError(
             f"{path} does not exist; expected a table file ({', '.join(SUFFIX_FORMATS)}) or a "
             "folder of them. Check the path (relative paths start at the config file's folder)."
         )

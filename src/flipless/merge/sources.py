@@ -288,7 +288,7 @@ def _sharded_source(index_path: Path, origin: str) -> TensorSource:
         for shard_name in dict.fromkeys(weight_map.values()):
             shard_path = index_path.parent / shard_name
             if not shard_path.is_file():
-                raise FileFormatError(
+                raise MissingFileError(
                     f"{index_path} names the shard {shard_name}, which is not in "
                     f"{index_path.parent}; copy every shard beside the index."
                 )

@@ -433,7 +433,7 @@ def open_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         tensors, metadata = read_safetensors_header(source)
         return Checkpoint(source, None, {t.entry.name: t for t in tensors}, metadata)
     if not source.is_dir():
-        raise FileFormatError(
+        raise MissingFileError(
             f"No such checkpoint: {source}. Give a .safetensors file or a model folder."
         )
     index = source / INDEX_FILE

@@ -34,7 +34,7 @@ from flipless.data.feature_cache import (
     content_key,
     path_sha256,
 )
-from flipless.errors import FileFormatError, InputError
+from flipless.errors import FileFormatError, InputError, MissingFileError
 from flipless.models.base import FeatureModel, check_num_classes, positive_int
 from flipless.models.registry import register_model
 from flipless.models.text import POOLINGS, TextClassifier
@@ -181,7 +181,8 @@ class EncoderHead(FeatureModel):
         super().__init__()
         folder = Path(path).expanduser()
         if not folder.is_dir():
-            raise FileFormatError(
+            error = FileFormatError if folder.exists() else MissingFileError
+            raise error(
                 f"no encoder folder at {folder}; expected a local Hugging Face folder written "
                 "by save_pretrained, e.g. flipless.models.text.minilm_path()."
             )

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flipless.errors import FileFormatError, InputError, MismatchError
+from flipless.errors import FileFormatError, InputError, MismatchError, MissingFileError
 from flipless.models.base import FeatureModel, check_num_classes, positive_int
 from flipless.models.registry import register_model
 from flipless.models.text import TextClassifier, _transformers, text_batch
@@ -186,7 +186,8 @@ def hf_classifier(
     transformers = _transformers()
     folder = Path(path).expanduser()
     if not folder.is_dir():
-        raise FileFormatError(
+        error = FileFormatError if folder.exists() else MissingFileError
+        raise error(
             f"no Hugging Face model folder at {folder}; expected a local folder written by "
             "save_pretrained (flipless never downloads)."
         )

@@ -28,7 +28,7 @@ from torch import nn
 
 from flipless import remote
 from flipless.data.labeled import LabeledData
-from flipless.errors import FileFormatError, InputError, MismatchError
+from flipless.errors import FileFormatError, InputError, MismatchError, MissingFileError
 from flipless.models.files import load_model, read_model_info
 from flipless.models.registry import build_model
 
@@ -165,7 +165,8 @@ def load_model_source(
                 f"{path} holds a model with {model.num_classes} classes; expected {num_classes}."
             )
         return model
-    raise FileFormatError(
+    error = FileFormatError if path.exists() else MissingFileError
+    raise error(
         f"no model at {path}: expected a flipless checkpoint file (.safetensors, written by "
         "save_model or flipless train) or a local Hugging Face model folder."
     )

