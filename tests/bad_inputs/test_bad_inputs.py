@@ -194,6 +194,7 @@ CASES = [
     Case("train-negative-lr", ("train", "lr.toml"), "optimizer.lr"),
     Case("train-output-dir-a-file", ("train", "taken.toml"), "is a file"),
     Case("train-unknown-key", ("train", "typo.toml"), "unknown key"),
+    Case("train-missing-data-path", ("train", "nodata.toml"), "nodata.csv does not exist"),
     Case("train-progress", ("train", "lr.toml", "--progress", "loud"), "--progress 'loud'"),
     Case("sweep-unknown-method", ("sweep", "sweep-method.toml"), "unknown method"),
     Case("sweep-mix-above-one", ("sweep", "sweep-strength.toml"), "strengths"),
@@ -215,6 +216,16 @@ CASES = [
         "predict-missing-model",
         ("predict", "none.safetensors", "old.csv", "--out", "p.csv"),
         "none.safetensors",
+    ),
+    Case(
+        "predict-missing-data",
+        ("predict", "old.safetensors", "nodata.csv", "--out", "p.csv"),
+        "nodata.csv: no such file or folder",
+    ),
+    Case(
+        "predict-missing-model-folder",
+        ("predict", "nomodel/", "old.csv", "--out", "p.csv"),
+        "no model checkpoint at nomodel",
     ),
     Case(
         "predict-no-overwrite",
@@ -263,6 +274,9 @@ def write_inputs(folder: Path) -> None:
         "lr.toml": RUN.format(**{**run, "lr": "-1"}),
         "taken.toml": RUN.format(**{**run, "output_dir": "taken"}),
         "typo.toml": RUN.format(**run).replace("[train]", "[trian]"),
+        "nodata.toml": RUN.format(**run).replace(
+            'name = "digits"', 'name = "table"\npath = "nodata.csv"'
+        ),
         "sweep-method.toml": SWEEP.format(lr="0.05", method="fd-kll", strength="1"),
         "sweep-strength.toml": SWEEP.format(lr="0.05", method="ldi", strength="2"),
         "sweep-lr.toml": SWEEP.format(lr="-1", method="fd-kl", strength="1"),
