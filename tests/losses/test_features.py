@@ -216,6 +216,30 @@ def test_feature_terms_say_what_is_missing():
         build_loss("cna", old_head=None)
 
 
+def test_bct_refuses_new_features_of_another_width_and_cna_accepts_them():
+    old, new = TwoPart(seed=2, width=6).double(), TwoPart(seed=3, width=4).double()
+    x, labels = torch.randn(5, 5, dtype=torch.float64), torch.tensor([0, 1, 2, 0, 1])
+    features = new.features(x)
+    head = OldHead.from_model(old)
+    assert head.in_features == 6
+    with pytest.raises(MismatchError, match=r"width 4, but the old head takes 6 features"):
+        bct_influence(features, labels, head)
+    bct = build_loss("bct", old_head=head)
+    with pytest.raises(MismatchError, match=r"feature_dim \(6\), or make its features\(\) end"):
+        bct(new.head(features), labels, new_features=features)
+    cna = build_loss("cna", weight=1.0)
+    teacher = old.features(x)
+    total, _ = cna(new.head(features), labels, new_features=features, teacher_features=teacher)
+    by_hand = _numpy_cna(features.detach().numpy(), teacher.detach().numpy(), 0.01).mean()
+    expected = F.cross_entropy(new.head(features), labels).item() + by_hand
+    np.testing.assert_allclose(total.item(), expected, rtol=1e-10)
+
+
+def test_a_missing_old_head_file_is_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no old checkpoint"):
+        OldHead.from_file(tmp_path / "missing.safetensors")
+
+
 def test_the_old_head_moves_with_the_loss():
     loss = CompatibilityLoss(
         [Term("bct", weight=1.0, options={"old_head": OldHead(nn.Linear(4, 3))})]

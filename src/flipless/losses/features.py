@@ -29,7 +29,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flipless.errors import FileFormatError, FliplessWarning, InputError, MismatchError
+from flipless.errors import (
+    FileFormatError,
+    FliplessWarning,
+    InputError,
+    MismatchError,
+    MissingFileError,
+)
 
 
 class OldHead(nn.Module):
@@ -38,6 +44,8 @@ class OldHead(nn.Module):
     ``new_to_old`` maps each new (student) class to the old head's index, −1 for classes the
     old model never saw (their samples get no influence loss). Build it with
     :meth:`from_model` or :meth:`from_file` so the weights are really the old model's.
+    ``in_features`` is the width the head takes (that of its first ``nn.Linear``; None when it
+    has none): the new features must have it, the old model's ``feature_dim``.
     """
 
     def __init__(self, head: nn.Module, new_to_old: torch.Tensor | None = None) -> None:
@@ -45,6 +53,8 @@ class OldHead(nn.Module):
         if not isinstance(head, nn.Module):
             raise InputError(f"head must be a torch.nn.Module; got {type(head).__name__}.")
         self.head = head.requires_grad_(False).eval()
+        linears = [module for module in head.modules() if isinstance(module, nn.Linear)]
+        self.in_features: int | None = linears[0].in_features if linears else None
         if new_to_old is not None:
             new_to_old = torch.as_tensor(new_to_old, dtype=torch.int64)
             if new_to_old.ndim != 1 or (new_to_old < -1).any():
@@ -88,7 +98,7 @@ class OldHead(nn.Module):
         """
         path = Path(path)
         if not path.is_file():
-            raise FileFormatError(f"no old checkpoint at {path}; expected a saved state dict.")
+            raise MissingFileError(f"no old checkpoint at {path}; expected a saved state dict.")
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
@@ -117,6 +127,15 @@ class OldHead(nn.Module):
         return cls(linear, new_to_old)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """The old logits W_old φ + b_old of features [N, in_features]."""
+        if self.in_features is not None and features.shape[-1] != self.in_features:
+            raise MismatchError(
+                f"the new features have width {features.shape[-1]}, but the old head takes "
+                f"{self.in_features} features (the old model's feature_dim); BCT feeds the new "
+                "features to the old classifier, so their widths must agree. Give the new model "
+                f"the old one's feature_dim ({self.in_features}), or make its features() end in "
+                f"a projection to width {self.in_features}."
+            )
         return self.head(features)
 
     def old_labels(self, labels: torch.Tensor) -> torch.Tensor:
