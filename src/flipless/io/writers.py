@@ -134,9 +134,9 @@ def check_output(path: str | PathLike[str], overwrite: bool = False) -> None:
     existing = [str(p) for p in (path, _sidecar(path)) if remote.exists(p)]
     if existing:
         raise InputError(
-            f"{' and '.join(existing)} already exist(s); flipless does not overwrite "
-            "predictions silently. Pass overwrite=True (CLI --overwrite) to replace them, or "
-            "choose another output path."
+            f"{' and '.join(existing)} already {'exists' if len(existing) == 1 else 'exist'}; "
+            "flipless does not overwrite predictions silently. Pass --overwrite "
+            "(overwrite=True in Python) to replace them, or choose another output path."
         )
 
 
