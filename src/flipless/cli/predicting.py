@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -172,14 +171,14 @@ def _sources(model: str, data: str | None, columns: dict[str, Any]) -> tuple[str
     """The checkpoint to load, the DataConfig of DATA (or of the config's [data]), its seed."""
     from flipless.data.sources import data_config_from_path
     from flipless.errors import InputError, MissingFileError
-    from flipless.remote import suffix_of
+    from flipless.remote import is_file, join, suffix_of
 
     if suffix_of(model).lower() in CONFIG_SUFFIXES:
         from flipless.train.config import load_config
 
         run = load_config(model)
-        checkpoint = Path(run.output_dir) / "model.safetensors"
-        if not checkpoint.is_file():
+        checkpoint = join(run.output_dir, "model.safetensors")  # output_dir may be a URL
+        if not is_file(checkpoint):
             raise MissingFileError(
                 f"{model} has not been trained yet: {checkpoint} does not exist. Run `flipless "
                 f"train {model}` first, or pass the checkpoint or model folder itself."

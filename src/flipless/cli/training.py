@@ -78,7 +78,8 @@ def sweep(
     store: Annotated[
         str | None,
         typer.Option(
-            "--store", help="The local results file, .jsonl or .parquet (overrides the config)."
+            "--store",
+            help="The results file, .jsonl or .parquet, a path or a URL (overrides the config).",
         ),
     ] = None,
     quiet: Annotated[

@@ -21,7 +21,7 @@ Example (TOML; YAML and JSON take the same keys)::
     epochs = 10
 
     [sweep]
-    store = "runs/sweep/results.jsonl"    # or .parquet; the sweep folder is the store's folder
+    store = "runs/sweep/results.jsonl"    # or .parquet, or s3://…; the sweep folder is the store's
     seeds = [0, 1, 2]                     # seeds of the new models (initialisation, batch order)
     workers = 2                           # local worker processes
     threads = 1                           # torch threads per point (default: cpus // workers)
@@ -61,7 +61,6 @@ from flipless.errors import InputError
 from flipless.models.sources import OLD_SEED_OFFSET
 from flipless.train.config import (
     RunConfig,
-    check_local_folder,
     config_folder,
     parse_config,
     read_document,
@@ -270,17 +269,18 @@ class SweepConfig:
 
     @property
     def folder(self) -> Path:
-        """The sweep folder: the store's folder, which holds ``points/``, ``sweep.json``, …"""
-        return Path(self.store).parent
+        """The sweep folder: the store's folder, which holds ``points/``, ``sweep.json``, …
+        (a URL, a string, for a store at a URL)."""
+        return remote.parent_of(self.store)
 
 
-def check_store_path(store: Any) -> Path:
-    """The store's path, or an InputError unless it ends in ``.jsonl`` or ``.parquet``."""
+def check_store_path(store: Any) -> Path | str:
+    """The store's path (a URL stays a string), or an InputError unless it ends in ``.jsonl``
+    or ``.parquet``."""
     if not isinstance(store, (str, Path)) or not str(store).strip():
         raise InputError(f"sweep.store={store!r}; expected a path ending in .jsonl or .parquet.")
-    check_local_folder(str(store), "sweep.store")
-    path = remote.local_path(store).expanduser()
-    if path.suffix not in STORE_SUFFIXES:
+    path = str(store) if remote.is_remote(store) else remote.local_path(store).expanduser()
+    if remote.suffix_of(path) not in STORE_SUFFIXES:
         raise InputError(
             f"sweep.store={str(store)!r}; expected a file ending in .jsonl (JSON lines) or "
             ".parquet."
@@ -342,7 +342,7 @@ def parse_sweep_config(document: Any, base_dir: Path | None = None) -> SweepConf
                 f"table holds only {BASE_LOSS_KEYS}. Put preset settings in a method's options."
             )
     store = _store_path(sweep.get("store"), document.get("output_dir"), base_dir)
-    document["output_dir"] = str(store.parent)
+    document["output_dir"] = str(remote.parent_of(store))
     base = parse_config(document, base=base_dir)
     if "methods" not in sweep:
         raise InputError("sweep.methods: missing; list the methods of the grid.")
@@ -379,22 +379,23 @@ def parse_sweep_config(document: Any, base_dir: Path | None = None) -> SweepConf
     return SweepConfig(base=base, methods=tuple(grids), **settings)
 
 
-def _store_path(store: Any, output_dir: Any, base_dir: Path | None) -> Path:
-    def resolve(path: Path) -> Path:
+def _store_path(store: Any, output_dir: Any, base_dir: Path | None) -> Path | str:
+    def resolve(path: Path | str) -> Path | str:
+        if remote.is_remote(path):
+            return str(path).rstrip("/")
+        path = remote.local_path(path).expanduser()
         return (base_dir / path).resolve() if base_dir is not None else path
 
     if output_dir is not None and not isinstance(output_dir, str):
         raise InputError(f"output_dir: expected a string; got {output_dir!r}.")
-    if output_dir is not None:
-        check_local_folder(output_dir, "output_dir")
     if store is None:
         if output_dir is None:
             raise InputError(
                 "sweep.store: missing; say where the results go (e.g. 'runs/sweep/results.jsonl')."
             )
-        return resolve(Path(output_dir).expanduser() / "results.jsonl")
+        return remote.join(resolve(output_dir), "results.jsonl")
     path = resolve(check_store_path(store))
-    if output_dir is not None and resolve(Path(output_dir).expanduser()) != path.parent:
+    if output_dir is not None and resolve(output_dir) != remote.parent_of(path):
         raise InputError(
             f"output_dir={output_dir!r} but sweep.store={store!r} lies in another folder; the "
             "sweep writes beside its store: drop output_dir, or put the store in it."
@@ -426,5 +427,6 @@ def with_overrides(
     if backend is not None:
         changes["backend"] = backend
     if store is not None:
-        changes["store"] = str(check_store_path(store).resolve())
+        path = check_store_path(store)
+        changes["store"] = str(path if isinstance(path, str) else path.resolve())
     return dataclasses.replace(config, **changes) if changes else config

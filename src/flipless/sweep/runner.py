@@ -21,6 +21,9 @@ submitted once its seed's cross-entropy point has a record (it reads that model)
 that fails leaves a traceback in ``points/<safe id>/error.txt``; the others go on, the points
 that depend on it are skipped, and at the end a :class:`~flipless.errors.FliplessError` names
 the failures (running the sweep again retries exactly those).
+
+A store at a URL (``s3://bucket/sweep/results.jsonl``) runs the same sweep in a local staging
+folder mirrored to the URL record by record (:mod:`flipless.sweep.remote_store`).
 """
 
 from __future__ import annotations
@@ -40,11 +43,13 @@ from typing import Any, Protocol
 
 from rich.console import Console
 
-from flipless.errors import FliplessError
+from flipless import remote
+from flipless.errors import FliplessError, InputError
 from flipless.sweep.config import SweepConfig, base_fingerprint
 from flipless.sweep.grid import SweepPoint, point_config, sweep_points
 from flipless.sweep.points import PointTask, run_point_logged
 from flipless.sweep.progress import SweepProgress
+from flipless.sweep.remote_store import FolderMirror, MirroredStore, staged_names
 from flipless.sweep.store import ResultsStore
 from flipless.sweep.workspace import (
     OLD_FISHER,
@@ -53,6 +58,7 @@ from flipless.sweep.workspace import (
     log_event,
     open_sidecar,
 )
+from flipless.train.staging import staged_folder
 
 Result = tuple[PointTask, "dict[str, Any] | BaseException"]
 
@@ -78,8 +84,8 @@ class SweepOutcome:
     moved_to: Path | None = None
 
     @property
-    def store(self) -> Path:
-        return Path(self.config.store)
+    def store(self) -> Path | str:
+        return remote.as_path(self.config.store)
 
 
 class Backend(Protocol):
@@ -276,12 +282,65 @@ def run_sweep(
     from flipless.train.check import check_run_config
 
     check_run_config(config.base)
-    folder, store_path = config.folder, Path(config.store)
+    if remote.is_remote(config.store):
+        outcome = _run_staged(config, quiet, new_store, console)
+    else:
+        outcome = _run_in_folder(config, quiet, new_store, console, None)
+    if outcome.failed:
+        listed = "; ".join(f"{pid}: {message}" for pid, message in outcome.failed.items())
+        raise FliplessError(
+            f"{len(outcome.failed)} of {len(outcome.failed) + len(outcome.records)} points "
+            f"failed ({listed[:2000]}). The other points are in {config.store}; each failed "
+            "point's traceback is in its folder's error.txt. Fix the cause and run the sweep "
+            "again: it runs only what is missing."
+        )
+    return outcome
+
+
+def _run_staged(
+    config: SweepConfig, quiet: bool, new_store: bool, console: Console | None
+) -> SweepOutcome:
+    """The sweep of a store at a URL, run in a local staging folder mirrored to the URL."""
+    if new_store:
+        raise InputError(
+            f"--force-new-store moves a local store aside; {config.store} is a URL. Give a new "
+            "store URL (--store), or remove the old store and its folder with your storage's "
+            "tools first."
+        )
+    url = str(config.folder)
+    with staged_folder(url, staged_names(config.store)) as staging:
+        local = dataclasses.replace(
+            config,
+            store=str(staging / remote.name_of(config.store)),
+            base=dataclasses.replace(config.base, output_dir=str(staging)),
+        )
+        mirror = FolderMirror(staging, url)
+        try:
+            outcome = _run_in_folder(local, quiet, False, console, mirror)
+        finally:
+            mirror.finished()
+    outcome.config = config
+    return outcome
+
+
+def _run_in_folder(
+    config: SweepConfig,
+    quiet: bool,
+    new_store: bool,
+    console: Console | None,
+    mirror: FolderMirror | None,
+) -> SweepOutcome:
+    """:func:`run_sweep` in the local sweep folder of ``config``; ``mirror``: a staging folder's."""
+    folder, store_path = Path(config.folder), Path(config.store)
     folder.mkdir(parents=True, exist_ok=True)
     fingerprint, settings = base_fingerprint(config.base)
     with FolderLock(folder):
         sidecar, moved = open_sidecar(folder, store_path, fingerprint, settings, new_store)
-        store = ResultsStore(store_path)
+        if mirror is not None:
+            mirror.sidecar_written()
+            store: ResultsStore = MirroredStore(store_path, mirror)
+        else:
+            store = ResultsStore(store_path)
         points = sweep_points(config)
         existing = {record["point_id"]: record for record in store.records()}
         _check_finished(points, existing, fingerprint)
@@ -299,6 +358,8 @@ def run_sweep(
             pending = [point for point in points if point.point_id not in existing]
             if pending:
                 old_path, fisher_path = prepare_old_model(config, quiet)
+                if mirror is not None:
+                    mirror.old_model_ready()
                 finished = [existing[p] for p in outcome.skipped]
                 with SweepProgress(len(points), finished, quiet, console) as progress:
                     where = (
@@ -330,14 +391,6 @@ def run_sweep(
                 tracking.finish(status)
         by_id = {record["point_id"]: record for record in store.records()}
         outcome.records = [by_id[p.point_id] for p in points if p.point_id in by_id]
-    if outcome.failed:
-        listed = "; ".join(f"{pid}: {message}" for pid, message in outcome.failed.items())
-        raise FliplessError(
-            f"{len(outcome.failed)} of {len(points)} points failed ({listed[:2000]}). The "
-            f"other points are in {store_path}; each failed point's traceback is in its "
-            "folder's error.txt. Fix the cause and run the sweep again: it runs only what is "
-            "missing."
-        )
     return outcome
 
 

@@ -16,10 +16,10 @@ Two formats, chosen by the file's suffix:
   records have reads back as null in the others.
 
 A store is read from a local path or a URL (``s3://bucket/sweep/results.jsonl``; see
-:mod:`flipless.remote`), so a report can be made from a sweep copied to object storage. It is
-written only locally: appends are the durability of a sweep (fsync'ed lines, one writer),
-which object stores, whose objects are replaced whole, cannot give. Copy the sweep folder to
-the bucket when it is done.
+:mod:`flipless.remote`), so a report can be made from a sweep in object storage.
+:class:`ResultsStore` appends to a local file only (fsync'ed lines, one writer); a sweep whose
+store is a URL appends to a local staging copy and uploads the whole store after each record
+(:mod:`flipless.sweep.remote_store`), since object stores replace objects whole.
 
 NaN metrics are stored as null. When two records share a ``point_id`` (which the sweep never
 writes), the first one counts and a warning says so. Reading needs neither torch nor the
@@ -180,10 +180,9 @@ class ResultsStore:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         if remote.is_remote(path):
             raise InputError(
-                f"sweep.store={str(path)!r}: a sweep writes its store (and its folder of points) "
-                "locally, appending each finished point durably, which an object store cannot "
-                "do. Give a local path (or --store), and copy the sweep folder to the bucket "
-                "when it is done; flipless report reads the store from there."
+                f"ResultsStore({str(path)!r}): a ResultsStore appends to a local file; give a "
+                "local path. A sweep whose store is a URL (run_sweep, flipless sweep) stages it "
+                "locally and uploads it after each record (flipless.sweep.remote_store)."
             )
         self.path = remote.local_path(path)
         if self.path.suffix not in (".jsonl", ".parquet"):

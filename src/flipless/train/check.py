@@ -4,7 +4,7 @@
 train``) and the sweep's check (``flipless sweep``) call first, so that a typo in the last
 section of a config is not found after the old model has trained for an hour. It checks:
 
-* ``output_dir``: not an existing file;
+* ``output_dir``: not an existing file (nor an object, for a URL);
 * ``optimizer``: ``lr`` > 0, ``momentum`` in [0, 1), ``weight_decay`` ≥ 0;
 * ``loss``: the preset's settings, by building the objective (a ``bct`` old head is taken
   from the old model later, so only its presence is assumed here);
@@ -25,6 +25,7 @@ import numbers
 from pathlib import Path
 from typing import Any
 
+from flipless import remote
 from flipless.errors import InputError, MissingFileError
 from flipless.train.config import LossConfig, OptimizerConfig, RunConfig
 
@@ -45,7 +46,18 @@ def check_run_config(config: RunConfig) -> None:
 
 
 def check_output_dir(folder: str, key: str) -> None:
-    """``folder`` may exist as a folder (a resumed run) or not yet; a file there is an error."""
+    """``folder`` may exist as a folder (a resumed run) or not yet; a file there is an error.
+
+    A URL (the run is staged locally and uploaded, :mod:`flipless.train.staging`) must not
+    name an object either.
+    """
+    if remote.is_remote(folder):
+        if remote.is_file(folder):
+            raise InputError(
+                f"{key}: {folder} is a file; expected a folder URL for the run's files (a new "
+                f"one, or the folder of the run to resume). Choose another {key}."
+            )
+        return
     path = Path(folder).expanduser()
     if path.exists() and not path.is_dir():
         raise InputError(

@@ -203,7 +203,6 @@ def parse_config(document: Any, base: Path | None = None) -> RunConfig:
             )
     if "output_dir" not in values:
         raise InputError("output_dir: missing; say where the run writes its files.")
-    check_local_folder(values["output_dir"], "output_dir")
     config = RunConfig(**values)
     _check_choices(config)
     return _resolve_paths(config, base) if base is not None else config
@@ -231,17 +230,6 @@ def _check_choices(config: RunConfig) -> None:
             "old: the update is measured against the old model: set old.checkpoint (a flipless "
             "model file or a Hugging Face folder), old.target ('package.module:function') or "
             "old.train_epochs (train it on the scenario's old split)."
-        )
-
-
-def check_local_folder(folder: str, key: str) -> None:
-    """An InputError naming ``key`` when ``folder`` is a URL: runs write their folder locally."""
-    if remote.is_remote(folder):
-        raise InputError(
-            f"{key}={folder!r}: a run writes its folder (resumable checkpoints, appended logs, "
-            "per-epoch state) on a local disk; give a local folder. Copy the finished folder "
-            "to the bucket afterwards: checkpoints, prediction files and results read from "
-            "URLs."
         )
 
 

@@ -9,6 +9,13 @@ Files written to ``output_dir``: ``config.json`` (the checked config), ``old.saf
 loop's checkpoints), ``model.safetensors`` (the kept new model), ``test_comparison.json`` (the
 summary) with ``test_comparison.instances.parquet`` (every test sample's outcome), and
 ``summary.json`` (history, test metrics, seeds and data sizes).
+
+``output_dir`` may be a URL (``s3://bucket/runs/x``): the run then works in a local staging
+folder (:mod:`flipless.train.staging`) that starts as a copy of what the URL holds (a rerun
+resumes from the loop's checkpoints there, as a local run does) and is uploaded file by file
+when the run ends, ``summary.json`` last, so a reader who sees ``summary.json`` sees the whole
+run. A run that fails with an exception (or Ctrl-C) uploads its checkpoints too; one killed
+outright (SIGKILL, a lost machine) loses what it did since it started.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from flipless import remote
 from flipless.data import sources as data_sources
 from flipless.data.labeled import LabeledData
 from flipless.data.scenario import UpdateScenario
@@ -43,6 +51,10 @@ from flipless.train.config import RunConfig
 from flipless.train.loop import fit
 from flipless.train.records import FitResult
 from flipless.train.settings import TrainSettings
+from flipless.train.staging import publish, staged_folder
+
+#: Written last: a reader who finds it finds the run's other files.
+SUMMARY = "summary.json"
 
 
 @dataclass
@@ -53,7 +65,7 @@ class RunOutcome:
     old_model: nn.Module
     result: FitResult
     test_comparison: Comparison
-    output_dir: Path
+    output_dir: Path | str
 
 
 def load_scenario(config: RunConfig) -> UpdateScenario:
@@ -188,8 +200,23 @@ def run_config(config: RunConfig) -> RunOutcome:
     bad key anywhere fails before any file is written or any model trained.
     """
     check_run_config(config)
-    out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if not remote.is_remote(config.output_dir):
+        out = Path(config.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        return _run_in(config, out)
+    url = config.output_dir
+    with staged_folder(url) as staging:
+        try:
+            outcome = _run_in(config, staging)
+        except BaseException:
+            publish(staging, url, last=(SUMMARY,))  # the checkpoints, for a resume
+            raise
+        publish(staging, url, last=(SUMMARY,))
+    return dataclasses.replace(outcome, output_dir=url)
+
+
+def _run_in(config: RunConfig, out: Path) -> RunOutcome:
+    """:func:`run_config` with the run's files written to the local folder ``out``."""
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2, default=str))
     scenario = load_scenario(config)
     old_source = prepare_old_model(config, scenario, out)
@@ -266,7 +293,7 @@ def run_config(config: RunConfig) -> RunOutcome:
     if test.restriction is not None:  # the rates above count the old classes only
         summary["test"]["accuracy_new_all_classes"] = _number(test.restriction.accuracy_new_all)
         summary["test"]["restriction"] = test.restriction.to_dict()
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    (out / SUMMARY).write_text(json.dumps(summary, indent=2, default=str))
     return RunOutcome(scenario, old, result, test, out)
 
 
