@@ -28,9 +28,13 @@ SCRATCH = BENCHMARKS / "out"
 
 
 def add_output_options(
-    parser: argparse.ArgumentParser, name: str, methods: Sequence[str] = ()
+    parser: argparse.ArgumentParser,
+    name: str,
+    methods: Sequence[str] = (),
+    always: Sequence[str] = (),
 ) -> None:
-    """``--output``, ``--publish`` and, when the script has ``methods``, ``--methods``."""
+    """``--output``, ``--publish`` and, when the script has ``methods``, ``--methods``; its
+    help names ``always``, the baseline that runs whatever is chosen."""
     parser.add_argument(
         "--output",
         type=Path,
@@ -43,12 +47,17 @@ def add_output_options(
         help=f"write the published benchmarks/results/{name}.json (and docs generated from it)",
     )
     if methods:
+        baseline = (
+            f"; {', '.join(always)} always runs, the baseline the ratios are measured against"
+            if always
+            else ""
+        )
         parser.add_argument(
             "--methods",
             nargs="+",
             metavar="METHOD",
             default=None,
-            help=f"run only these methods (default: all): {', '.join(methods)}",
+            help=f"run only these methods (default: all): {', '.join(methods)}{baseline}",
         )
 
 

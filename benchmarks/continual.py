@@ -194,7 +194,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--quick", action="store_true", help="one seed, 2 epochs")
-    add_output_options(parser, "continual", METHODS)
+    add_output_options(parser, "continual", METHODS, always=("plain",))
     args = parser.parse_args()
     methods = chosen_methods(args, METHODS, always=("plain",))
     if args.quick:
