@@ -17,7 +17,7 @@ import pytest
 
 import flipless
 from flipless import Comparison, compare
-from flipless.errors import FileFormatError, FliplessWarning, InputError, MissingExtraError
+from flipless.errors import FliplessWarning, InputError, MissingExtraError, MissingFileError
 from flipless.tracking import HEADLINE_RATES, MlflowTracker, Tracker, resolve_tracking_uri
 
 # mlflow's SQLite store triggers a deprecation warning inside SQLAlchemy; not ours to fix.
@@ -280,7 +280,7 @@ def test_files_folders_and_tags(sqlite_uri, reader, tmp_path):
         tracker.log_artifact(tmp_path / "notes.txt")
         tracker.log_artifact(str(tmp_path / "plots"), artifact_path="figures")
         tracker.set_tags({"epochs": 3, "stage": "test"})
-        with pytest.raises(FileFormatError, match="No such file or folder"):
+        with pytest.raises(MissingFileError, match="No such file or folder"):
             tracker.log_artifact(tmp_path / "missing.txt")
         with pytest.raises(InputError, match=r"Tag name 'bad\|key'"):
             tracker.set_tags({"bad|key": 1})

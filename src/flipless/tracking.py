@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
-from flipless.errors import FileFormatError, FliplessWarning, InputError, MissingExtraError
+from flipless.errors import FliplessWarning, InputError, MissingExtraError, MissingFileError
 from flipless.metrics.comparison import Comparison
 from flipless.metrics.schema import write_json
 
@@ -413,7 +413,7 @@ class MlflowTracker:
         self._require_open()
         source = Path(path)
         if not source.exists():
-            raise FileFormatError(
+            raise MissingFileError(
                 f"No such file or folder: {source}; expected an existing path to log as an "
                 "artifact."
             )
