@@ -63,7 +63,9 @@ def test_probabilities_are_written_under_their_own_name(tmp_path: Path) -> None:
 def test_an_existing_file_is_kept_unless_overwrite(tmp_path: Path) -> None:
     path = tmp_path / "p.parquet"
     write_predictions(path, IDS, PREDICTED, class_names=NAMES)
-    with pytest.raises(InputError, match=r"already exists?;.*--overwrite \(overwrite=True in Python\)"):
+    with pytest.raises(
+        InputError, match=r"already exists?;.*--overwrite \(overwrite=True in Python\)"
+    ):
         write_predictions(path, IDS, LABELS)
     assert read_predictions(path).predicted.tolist() == PREDICTED.tolist()
 

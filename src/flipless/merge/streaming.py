@@ -425,8 +425,8 @@ def open_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         raise FileFormatError(
             f"{source} is a torch file; checkpoints are streamed from safetensors only (a torch "
             "file cannot be read tensor by tensor without unpickling it). Convert it once: "
-            "python -c \"import sys, torch, safetensors.torch as st; st.save_file(torch.load("
-            "sys.argv[1], weights_only=True), sys.argv[2])\" "
+            'python -c "import sys, torch, safetensors.torch as st; st.save_file(torch.load('
+            'sys.argv[1], weights_only=True), sys.argv[2])" '
             f"{source} {source.with_suffix('.safetensors')}"
         )
     if source.is_file():
