@@ -6,6 +6,8 @@ section of a config is not found after the old model has trained for an hour. It
 
 * ``output_dir``: not an existing file (nor an object, for a URL);
 * ``optimizer``: ``lr`` > 0, ``momentum`` in [0, 1), ``weight_decay`` ≥ 0;
+* ``train.schedule``: its settings, and that a warm-up in epochs (or a one-cycle rise per
+  epoch) fits in ``train.epochs`` (:mod:`flipless.train.schedules`);
 * ``loss``: the preset's settings, by building the objective (a ``bct`` old head is taken
   from the old model later, so only its presence is assumed here);
 * ``model``: a registry name and settings its constructor accepts, or an importable target;
@@ -28,6 +30,8 @@ from typing import Any
 from flipless import remote
 from flipless.errors import InputError, MissingFileError
 from flipless.train.config import LossConfig, OptimizerConfig, RunConfig
+from flipless.train.schedules import check_schedule
+from flipless.train.settings import TrainSettings
 
 #: Settings of a registry model that the data fills in when the config leaves them out.
 DATA_FILLED = ("num_classes", "in_features", "in_channels", "image_size", "path")
@@ -37,6 +41,9 @@ def check_run_config(config: RunConfig) -> None:
     """Raise on the first problem of ``config`` (see the module docstring); run nothing."""
     check_output_dir(config.output_dir, "output_dir")
     check_optimizer(config.optimizer)
+    check_train_schedule(config.train)
+    if config.old.train_epochs is not None:  # the old model trains with the same schedule
+        check_train_schedule(config.train, config.old.train_epochs, "old.train_epochs")
     check_loss(config.loss)
     check_model(config.model)
     check_old(config.old)
@@ -84,6 +91,33 @@ def check_optimizer(optimizer: OptimizerConfig) -> None:
     if not _number(optimizer.weight_decay) or optimizer.weight_decay < 0:
         raise InputError(
             f"optimizer.weight_decay: {optimizer.weight_decay!r}; expected a value ≥ 0."
+        )
+
+
+def check_train_schedule(
+    train: TrainSettings, epochs: int | None = None, epochs_key: str = "train.epochs"
+) -> None:
+    """The schedule's settings, and what can be known before the data is read: a warm-up of
+    ``warmup_epochs`` shorter than the run of ``epochs`` (default ``train.epochs``), a one-cycle
+    rise of more than one epoch tick."""
+    epochs = train.epochs if epochs is None else epochs
+    try:
+        values = check_schedule(train.schedule, train.schedule_settings)
+    except InputError as error:
+        raise InputError(f"train: {error}") from None
+    if train.schedule == "warmup-cosine" and values.get("warmup_epochs", 0) >= epochs:
+        raise InputError(
+            f"train.schedule_settings.warmup_epochs: {values['warmup_epochs']}; expected fewer "
+            f"than {epochs_key} = {epochs}."
+        )
+    if (
+        train.schedule == "one-cycle"
+        and values["interval"] == "epoch"
+        and values["pct_start"] * epochs <= 1
+    ):
+        raise InputError(
+            f"train.schedule_settings.pct_start: {values['pct_start']} of {epochs_key} = "
+            f'{epochs} epochs leaves no rise; raise pct_start or use interval = "step".'
         )
 
 

@@ -63,6 +63,7 @@ from flipless.train.batches import check_dataset, epoch_order, fetch, labels_of,
 from flipless.train.hooks import HOOK_METHODS
 from flipless.train.progress import Progress
 from flipless.train.records import EpochRecord, FitResult, fill_validation, tracker_metrics
+from flipless.train.schedules import Schedule, build_schedule
 from flipless.train.selection import SelectionRule, undominated
 from flipless.train.settings import TrainSettings
 from flipless.train.state import (
@@ -179,7 +180,7 @@ class Trainer:
         # set by fit(): the live state hooks may read
         self.world: distributed.World | None = None
         self.optimizer: torch.optim.Optimizer | None = None
-        self.scheduler: Any = None
+        self.scheduler: Schedule | None = None
         self.epoch = 0
         self.step = 0
         self._candidates: dict[int, dict[str, torch.Tensor]] = {}
@@ -279,6 +280,27 @@ class Trainer:
         dtype = torch.bfloat16 if precision == "bf16" else torch.float16
         return torch.autocast(device_type=device.type, dtype=dtype)
 
+    def _schedule(self) -> Schedule:
+        """The learning-rate schedule: the ``scheduler`` factory's (a torch scheduler, stepped
+        per optimizer step, or a :class:`Schedule`), else the one the settings name."""
+        settings = self.settings
+        if self.scheduler_factory is None:
+            steps_per_epoch = len(self._global_batches(0))
+            return build_schedule(
+                settings.schedule,
+                self.optimizer,
+                settings.epochs * steps_per_epoch,
+                steps_per_epoch,
+                **settings.schedule_settings,
+            )
+        if settings.schedule != "constant":
+            raise InputError(
+                f"both a scheduler factory and settings.schedule={settings.schedule!r} were "
+                "given; pass one of them."
+            )
+        made = self.scheduler_factory(self.optimizer)
+        return made if isinstance(made, Schedule) else Schedule(made, "step")
+
     def _global_batches(self, epoch: int) -> list[torch.Tensor]:
         order = epoch_order(len(self.train_data), self.settings.seed, epoch)
         parts = self.world.size * self.settings.accumulation_steps
@@ -335,7 +357,7 @@ class Trainer:
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "hooks": [
                 hook.state_dict() if hasattr(hook, "state_dict") else {} for hook in self.hooks
@@ -370,7 +392,7 @@ class Trainer:
             changed = sorted(
                 key
                 for key, value in asdict(self.settings).items()
-                if state["settings"][key] != value
+                if state["settings"].get(key) != value
             )
             raise InputError(
                 f"the checkpoint in {self.output_dir} was written with other settings "
@@ -379,7 +401,7 @@ class Trainer:
             )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and state["scheduler"] is not None:
+        if state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and state["scaler"] is not None:
             self.scaler.load_state_dict(state["scaler"])
@@ -429,7 +451,7 @@ class Trainer:
             student = nn.parallel.DistributedDataParallel(student, device_ids=device_ids)
         self.optimizer = self.optimizer_factory(model.parameters())
         self.optimizer.zero_grad(set_to_none=True)  # gradients left by earlier work must not count
-        self.scheduler = self.scheduler_factory(self.optimizer) if self.scheduler_factory else None
+        self.scheduler = self._schedule()
         use_scaler = settings.precision == "fp16"
         self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
 
@@ -462,6 +484,8 @@ class Trainer:
             for epoch in range(start_epoch, settings.epochs):
                 self.epoch = epoch
                 record = self._train_epoch(student, epoch, partial, history, best, progress)
+                if self.scheduler.interval == "epoch":
+                    self.scheduler.step()
                 partial = _fresh_epoch()
                 fill_validation(record, self._validate(old_predictions))
                 history.append(record)
@@ -570,7 +594,7 @@ class Trainer:
             else:
                 self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
-            if self.scheduler is not None:
+            if self.scheduler.interval == "step":
                 self.scheduler.step()
             self.step += 1
             progress.step_done(loss.detach())

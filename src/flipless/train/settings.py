@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from flipless.errors import InputError
+from flipless.train.schedules import check_schedule
 from flipless.train.selection import SelectionRule
 
 PRECISIONS = ("32", "bf16", "fp16")
@@ -28,6 +30,10 @@ class TrainSettings:
         eval_batch_size: batch size of validation and of the old model's predictions.
         progress: ``"bar"`` (a live bar), ``"log"`` (one plain line per epoch) or ``"none"``.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``…; default: the local GPU if any.
+        schedule: the learning-rate schedule, one of :data:`~flipless.train.schedules.SCHEDULES`
+            (``"constant"``, ``"warmup-cosine"``, ``"step"``, ``"one-cycle"``).
+        schedule_settings: its settings (``interval``, ``warmup_epochs``, …; see
+            :mod:`flipless.train.schedules`), checked here.
     """
 
     epochs: int = 10
@@ -41,6 +47,8 @@ class TrainSettings:
     eval_batch_size: int = 256
     progress: str = "bar"
     device: str | None = None
+    schedule: str = "constant"
+    schedule_settings: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "accumulation_steps", "eval_batch_size"):
@@ -56,3 +64,4 @@ class TrainSettings:
         if self.progress not in PROGRESS_MODES:
             raise InputError(f"progress={self.progress!r}; expected one of {PROGRESS_MODES}.")
         SelectionRule.parse(self.select)
+        check_schedule(self.schedule, self.schedule_settings)
