@@ -35,6 +35,8 @@ Example (TOML; the YAML form has the same keys)::
     epochs = 30
     batch_size = 64
     select = "nfr-within:0.005"
+    schedule = "warmup-cosine"   # constant | warmup-cosine | step | one-cycle
+    schedule_settings = { warmup_epochs = 2 }   # see flipless.train.schedules
 
     [tracking]             # optional
     mlflow = "sqlite:///mlflow.db"
