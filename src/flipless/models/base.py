@@ -94,3 +94,32 @@ def _check_images(
             f"got {got}. Reshape the batch or build the model with matching in_channels and "
             "image_size."
         )
+
+
+def set_image_shape(model: nn.Module, in_channels: Any, num_classes: Any, image_size: Any) -> None:
+    """Check and set an image model's ``in_channels``, ``num_classes`` and ``image_size``."""
+    model.in_channels = positive_int(in_channels, "in_channels")
+    model.num_classes = check_num_classes(num_classes)
+    model.image_size = _image_size(image_size)
+
+
+def image_build_kwargs(model: nn.Module, **settings: Any) -> dict[str, Any]:
+    """An image model's ``build_kwargs``: its shape (as :func:`set_image_shape` set it) and
+    the architecture's own ``settings``."""
+    return {
+        "in_channels": model.in_channels,
+        "num_classes": model.num_classes,
+        "image_size": _image_size_kwarg(model.image_size),
+        **settings,
+    }
+
+
+def init_residual_weights(model: nn.Module) -> None:
+    """He initialisation for residual networks (He et al., ICCV 2015 and CVPR 2016): every
+    convolution ~ N(0, 2 / fan_out), every batch norm weight 1 and bias 0."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)

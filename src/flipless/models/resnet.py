@@ -18,10 +18,10 @@ from torch import nn
 from flipless.errors import InputError
 from flipless.models.base import (
     _check_images,
-    _image_size,
-    _image_size_kwarg,
-    check_num_classes,
+    image_build_kwargs,
+    init_residual_weights,
     positive_int,
+    set_image_shape,
 )
 from flipless.models.registry import register_model
 from flipless.models.torchvision_layout import TorchvisionHead
@@ -116,9 +116,7 @@ class ImageNetResNet(TorchvisionHead):
         stem: str = "imagenet",
     ) -> None:
         super().__init__()
-        self.in_channels = positive_int(in_channels, "in_channels")
-        self.num_classes = check_num_classes(num_classes)
-        self.image_size = _image_size(image_size)
+        set_image_shape(self, in_channels, num_classes, image_size)
         width = positive_int(width, "width")
         if not isinstance(stem, str) or stem not in STEM_STRIDES:
             raise InputError(
@@ -151,19 +149,12 @@ class ImageNetResNet(TorchvisionHead):
             setattr(self, f"layer{index + 1}", nn.Sequential(*blocks))
         self.feature_dim = channels_in
         self.fc = nn.Linear(channels_in, self.num_classes)
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-        self.build_kwargs = {
-            "in_channels": self.in_channels,
-            "num_classes": self.num_classes,
-            "image_size": _image_size_kwarg(self.image_size),
-            "width": width,
-            "stem": stem,
-        }
+        init_residual_weights(self)
+        self.build_kwargs = image_build_kwargs(
+            self,
+            width=width,
+            stem=stem,
+        )
 
     def features(self, inputs: torch.Tensor) -> torch.Tensor:
         """Globally average-pooled ``layer4`` activations [N, feature_dim]."""

@@ -12,10 +12,11 @@ from flipless.errors import InputError, MismatchError
 from flipless.models.base import (
     FeatureModel,
     _check_images,
-    _image_size,
-    _image_size_kwarg,
     check_num_classes,
+    image_build_kwargs,
+    init_residual_weights,
     positive_int,
+    set_image_shape,
 )
 from flipless.models.registry import register_model
 
@@ -108,9 +109,7 @@ class SmallCNN(FeatureModel):
         feature_dim: int = 128,
     ) -> None:
         super().__init__()
-        self.in_channels = positive_int(in_channels, "in_channels")
-        self.num_classes = check_num_classes(num_classes)
-        self.image_size = _image_size(image_size)
+        set_image_shape(self, in_channels, num_classes, image_size)
         width = positive_int(width, "width")
         self.feature_dim = positive_int(feature_dim, "feature_dim")
         pooled = (self.image_size[0] // 4, self.image_size[1] // 4)
@@ -126,13 +125,11 @@ class SmallCNN(FeatureModel):
             nn.Flatten(), nn.Linear(2 * width * pooled[0] * pooled[1], self.feature_dim), nn.ReLU()
         )
         self.head = nn.Linear(self.feature_dim, self.num_classes)
-        self.build_kwargs = {
-            "in_channels": self.in_channels,
-            "num_classes": self.num_classes,
-            "image_size": _image_size_kwarg(self.image_size),
-            "width": width,
-            "feature_dim": self.feature_dim,
-        }
+        self.build_kwargs = image_build_kwargs(
+            self,
+            width=width,
+            feature_dim=self.feature_dim,
+        )
 
     def features(self, inputs: torch.Tensor) -> torch.Tensor:
         """The feature layer's activations [N, feature_dim]."""
@@ -202,9 +199,7 @@ class ResNet(FeatureModel):
         stem_stride: int = 2,
     ) -> None:
         super().__init__()
-        self.in_channels = positive_int(in_channels, "in_channels")
-        self.num_classes = check_num_classes(num_classes)
-        self.image_size = _image_size(image_size)
+        set_image_shape(self, in_channels, num_classes, image_size)
         widths = _widths(widths)
         blocks = positive_int(blocks, "blocks")
         stem_stride = positive_int(stem_stride, "stem_stride")
@@ -232,20 +227,13 @@ class ResNet(FeatureModel):
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.feature_dim = channels_in
         self.head = nn.Linear(channels_in, self.num_classes)
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-        self.build_kwargs = {
-            "in_channels": self.in_channels,
-            "num_classes": self.num_classes,
-            "image_size": _image_size_kwarg(self.image_size),
-            "widths": list(widths),
-            "blocks": blocks,
-            "stem_stride": stem_stride,
-        }
+        init_residual_weights(self)
+        self.build_kwargs = image_build_kwargs(
+            self,
+            widths=list(widths),
+            blocks=blocks,
+            stem_stride=stem_stride,
+        )
 
     def features(self, inputs: torch.Tensor) -> torch.Tensor:
         """Globally average-pooled last-stage activations [N, widths[-1]]."""
@@ -271,8 +259,4 @@ class ResNet18(ResNet):
             blocks=2,
             stem_stride=1,
         )
-        self.build_kwargs = {
-            "in_channels": self.in_channels,
-            "num_classes": self.num_classes,
-            "image_size": _image_size_kwarg(self.image_size),
-        }
+        self.build_kwargs = image_build_kwargs(self)

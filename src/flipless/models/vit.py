@@ -30,10 +30,9 @@ from torch import nn
 from flipless.errors import InputError
 from flipless.models.base import (
     _check_images,
-    _image_size,
-    _image_size_kwarg,
-    check_num_classes,
+    image_build_kwargs,
     positive_int,
+    set_image_shape,
 )
 from flipless.models.registry import register_model
 from flipless.models.torchvision_layout import TorchvisionHead
@@ -148,9 +147,7 @@ class VisionTransformer(TorchvisionHead):
         pooling: str = "token",
     ) -> None:
         super().__init__()
-        self.in_channels = positive_int(in_channels, "in_channels")
-        self.num_classes = check_num_classes(num_classes)
-        self.image_size = _image_size(image_size)
+        set_image_shape(self, in_channels, num_classes, image_size)
         patch_size = positive_int(patch_size, "patch_size")
         hidden_dim = positive_int(hidden_dim, "hidden_dim")
         num_layers = positive_int(num_layers, "num_layers")
@@ -194,19 +191,17 @@ class VisionTransformer(TorchvisionHead):
         )
         self.heads = nn.Sequential(OrderedDict(head=nn.Linear(hidden_dim, self.num_classes)))
         self.feature_dim = hidden_dim
-        self.build_kwargs = {
-            "in_channels": self.in_channels,
-            "num_classes": self.num_classes,
-            "image_size": _image_size_kwarg(self.image_size),
-            "patch_size": patch_size,
-            "hidden_dim": hidden_dim,
-            "num_layers": num_layers,
-            "num_heads": num_heads,
-            "mlp_dim": mlp_dim,
-            "dropout": dropout,
-            "attention_dropout": attention_dropout,
-            "pooling": pooling,
-        }
+        self.build_kwargs = image_build_kwargs(
+            self,
+            patch_size=patch_size,
+            hidden_dim=hidden_dim,
+            num_layers=num_layers,
+            num_heads=num_heads,
+            mlp_dim=mlp_dim,
+            dropout=dropout,
+            attention_dropout=attention_dropout,
+            pooling=pooling,
+        )
 
     def features(self, inputs: torch.Tensor) -> torch.Tensor:
         """The class token's (or the mean patch token's) row of ``encoder``'s output [N, D]."""

@@ -17,10 +17,10 @@ from torch import nn
 from flipless.errors import InputError
 from flipless.models.base import (
     _check_images,
-    _image_size,
-    _image_size_kwarg,
-    check_num_classes,
+    image_build_kwargs,
+    init_residual_weights,
     positive_int,
+    set_image_shape,
 )
 from flipless.models.registry import register_model
 from flipless.models.torchvision_layout import TorchvisionHead
@@ -76,9 +76,7 @@ class WideResNet(TorchvisionHead):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        self.in_channels = positive_int(in_channels, "in_channels")
-        self.num_classes = check_num_classes(num_classes)
-        self.image_size = _image_size(image_size)
+        set_image_shape(self, in_channels, num_classes, image_size)
         depth = positive_int(depth, "depth")
         widen_factor = positive_int(widen_factor, "widen_factor")
         if depth < 10 or (depth - 4) % 6:
@@ -110,20 +108,13 @@ class WideResNet(TorchvisionHead):
         self.bn1 = nn.BatchNorm2d(channels_in)
         self.feature_dim = channels_in
         self.fc = nn.Linear(channels_in, self.num_classes)
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-        self.build_kwargs = {
-            "in_channels": self.in_channels,
-            "num_classes": self.num_classes,
-            "image_size": _image_size_kwarg(self.image_size),
-            "depth": depth,
-            "widen_factor": widen_factor,
-            "dropout": float(dropout),
-        }
+        init_residual_weights(self)
+        self.build_kwargs = image_build_kwargs(
+            self,
+            depth=depth,
+            widen_factor=widen_factor,
+            dropout=float(dropout),
+        )
 
     def features(self, inputs: torch.Tensor) -> torch.Tensor:
         """relu(bn1(last stage)), globally average-pooled: [N, 64 · widen_factor]."""
