@@ -477,13 +477,21 @@ def _labels(
 
 
 def _integer_labels(table: SplitTable, column: pa.ChunkedArray, name: str) -> np.ndarray:
+    return _whole_numbers(table, column, name, "label", "class indices (integers) or class names")
+
+
+def _whole_numbers(
+    table: SplitTable, column: pa.ChunkedArray, name: str, what: str, expected: str
+) -> np.ndarray:
+    """``column`` as int64; integer-valued floats are accepted, any other float is an error
+    naming the first row, the ``what`` it holds and the ``expected`` values."""
     values = column.to_numpy()
     if np.issubdtype(values.dtype, np.floating):
         bad = np.flatnonzero(~np.isfinite(values) | (values != np.round(values)))
         if bad.size:
             raise InputError(
-                f"{table.where(int(bad[0]))}: label {float(values[bad[0]])!r} in column {name!r} is not "
-                "a whole number; expected class indices (integers) or class names."
+                f"{table.where(int(bad[0]))}: {what} {float(values[bad[0]])!r} in column "
+                f"{name!r} is not a whole number; expected {expected}."
             )
     return values.astype(np.int64)
 
@@ -572,15 +580,7 @@ def _ids(
 
 
 def _integer_ids(table: SplitTable, column: pa.ChunkedArray, name: str) -> np.ndarray:
-    values = column.to_numpy()
-    if np.issubdtype(values.dtype, np.floating):
-        bad = np.flatnonzero(~np.isfinite(values) | (values != np.round(values)))
-        if bad.size:
-            raise InputError(
-                f"{table.where(int(bad[0]))}: id {float(values[bad[0]])!r} in column {name!r} is not a "
-                "whole number; expected integer or string ids."
-            )
-    return values.astype(np.int64)
+    return _whole_numbers(table, column, name, "id", "integer or string ids")
 
 
 def _check_unique(
